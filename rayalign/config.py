@@ -1,0 +1,305 @@
+"""Typed run configuration: YAML presets or files, dotted command-line overrides, validation.
+
+Every option is documented once, here, in its field description; `rayalign presets`
+and the README point to this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says how to fix it."""
+
+
+class Section(BaseModel):
+    # forbid: a typo in a key must fail loudly, not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ActorResources(Section):
+    """Resources of one Ray Data actor pool; not part of a stage's cache key."""
+
+    min_actors: int = Field(1, ge=1, description="Smallest size of the autoscaling actor pool.")
+    max_actors: int = Field(1, ge=1, description="Largest size of the autoscaling actor pool.")
+    num_cpus: float = Field(1, ge=0, description="CPUs Ray reserves per actor.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor; fractions pack several actors on a GPU.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Threads torch/vLLM use inside an actor; default: Ray's, one per reserved CPU."
+    )
+    batch_size: int = Field(16, ge=1, description="Rows handed to an actor per call.")
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> ActorResources:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
+        return self
+
+
+class ModelConfig(Section):
+    policy: str = Field(
+        "smollm2-135m-instruct",
+        description="Policy to align: a built-in model name (see rayalign.models) or an HF checkpoint directory.",
+    )
+    reference: str | None = Field(None, description="Reference model for log π_ref; default: the policy.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype for sampling and scoring.")
+
+
+class DataConfig(Section):
+    prompts: str = Field(
+        "builtin:movie_reviews",
+        description="Prompt set: 'builtin:NAME' (rayalign/assets/prompts) or a .jsonl/.parquet file "
+        "with columns prompt_id and prompt.",
+    )
+    instruction: str = Field(
+        "Continue this movie review in one or two sentences:\n\n{prompt}",
+        description="User message built from each prompt ('{prompt}' is replaced).",
+    )
+    chat_template: bool = Field(True, description="Wrap the instruction in the tokenizer's chat template.")
+    heldout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts held out for evaluation.")
+    max_train_prompts: int | None = Field(None, ge=1, description="Use at most this many training prompts.")
+    max_heldout_prompts: int | None = Field(None, ge=1, description="Use at most this many held-out prompts.")
+    seed: int = Field(0, description="Seed of the train/held-out split.")
+
+
+class SampleConfig(Section):
+    k: int = Field(8, ge=1, description="Responses sampled per prompt.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(48, ge=1, description="Most new tokens per response.")
+    seed: int = Field(0, description="Base seed; each prompt gets its own seed derived from it and its id.")
+    max_model_len: int = Field(512, ge=16, description="vLLM context length (prompt + response).")
+    kv_cache_gib: float = Field(1, gt=0, description="vLLM CPU KV-cache size (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vLLM share of GPU memory per actor.")
+    enforce_eager: bool = Field(
+        True, description="Skip vLLM's graph capture/compilation: faster start, slower steady state on GPUs."
+    )
+    resources: ActorResources = Field(default_factory=lambda: ActorResources(batch_size=64))
+
+
+class ReferenceConfig(Section):
+    reuse_sampler_logprobs: bool = Field(
+        False,
+        description="Take log π_ref from the sampler's log-probs instead of a forward pass; only valid when "
+        "the sampler is the reference model at temperature 1 and top_p 1.",
+    )
+    resources: ActorResources = Field(default_factory=lambda: ActorResources(batch_size=16))
+
+
+class ScoreConfig(Section):
+    reward: Literal["vader", "reward_model"] = Field(
+        "vader", description="'vader': VADER compound sentiment in [-1, 1]; 'reward_model': an HF checkpoint."
+    )
+    reward_model_path: str | None = Field(
+        None, description="HF sequence-classification checkpoint, for reward: reward_model."
+    )
+    resources: ActorResources = Field(default_factory=lambda: ActorResources(batch_size=64))
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> ScoreConfig:
+        if self.reward == "reward_model" and not self.reward_model_path:
+            raise ValueError("reward: reward_model needs score.reward_model_path=<checkpoint dir>")
+        return self
+
+
+class SelectConfig(Section):
+    strategy: Literal["rs_dpo", "best_vs_worst"] = Field("rs_dpo", description="Pair-construction rule.")
+    tau: float = Field(
+        0.25,
+        gt=0,
+        description="RS-DPO temperature τ: pairs need r_j − r_l > τ·logit(η). The paper's τ = 1 suits a reward "
+        "model's logit scale; VADER's [-1, 1] needs about 0.25 (gap > 0.43 at η = 0.85).",
+    )
+    eta: float = Field(0.85, gt=0, lt=1, description="RS-DPO threshold η on σ((r_j − r_l)/τ) (paper: 0.85).")
+    max_pairs_per_prompt: int | None = Field(
+        None, ge=1, description="Keep at most this many pairs per prompt, largest reward gap first."
+    )
+
+
+class TrainResources(Section):
+    """Ray Train worker group; not part of the train stage's cache key."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1, ge=0, description="CPUs Ray reserves per worker.")
+    torch_threads: int | None = Field(None, ge=1, description="Torch threads per worker; default: Ray's, one per CPU.")
+    storage_path: str | None = Field(
+        None, description="Ray Train storage (shared on multi-node clusters); default: <run_dir>/ray_train."
+    )
+
+
+class TrainConfig(Section):
+    loss: Literal["dpo"] = Field("dpo", description="Preference loss.")
+    beta: float = Field(0.1, gt=0, description="DPO β.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Conservative-DPO label smoothing ε.")
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    epochs: int = Field(1, ge=1, description="Passes over the pairs.")
+    micro_batch_size: int = Field(8, ge=1, description="Pairs per worker per forward/backward.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
+    bf16: bool = Field(False, description="Train in bf16 (DeepSpeed bf16 mode).")
+    seed: int = Field(0, description="Shuffle and init seed.")
+    resources: TrainResources = Field(default_factory=TrainResources)
+
+
+class EvaluateConfig(Section):
+    samples_per_prompt: int = Field(2, ge=1, description="Responses per held-out prompt and policy.")
+    gold_reward: Literal["vader"] = Field("vader", description="Reward that judges SFT vs aligned.")
+    seed: int = Field(1234, description="Sampling seed for evaluation (same for both policies).")
+
+
+class TrackingConfig(Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///<run root>/mlflow.db.")
+    experiment: str = Field("rayalign", description="MLflow experiment name.")
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="Ray cluster address; default: start or join a local Ray.")
+
+
+class RunConfig(Section):
+    name: str = Field("default", description="Run name; the default run directory is runs/<name>.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _reuse_needs_plain_sampling(self) -> RunConfig:
+        if self.reference.reuse_sampler_logprobs:
+            if self.sample.temperature != 1.0 or self.sample.top_p != 1.0:
+                raise ValueError(
+                    "reference.reuse_sampler_logprobs needs sample.temperature=1 and sample.top_p=1 "
+                    f"(got {self.sample.temperature}, {self.sample.top_p}); set it to false to compute "
+                    "log π_ref with a forward pass"
+                )
+            if self.model.reference not in (None, self.model.policy):
+                raise ValueError(
+                    "reference.reuse_sampler_logprobs needs the reference model to be the policy; "
+                    "unset model.reference or set reference.reuse_sampler_logprobs=false"
+                )
+        return self
+
+
+def preset_names() -> list[str]:
+    """Names of the packaged presets (rayalign/configs/*.yaml)."""
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("rayalign.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def _read_source(source: str | None) -> tuple[dict[str, Any], str]:
+    if source is None:
+        source = "default"
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {source!r} does not exist; give a YAML path or a preset "
+                              f"({', '.join(preset_names())})")
+        text = path.read_text()
+    elif source in preset_names():
+        text = resources.files("rayalign.configs").joinpath(f"{source}.yaml").read_text()
+    else:
+        hint = difflib.get_close_matches(source, preset_names(), n=1)
+        raise ConfigError(f"{source!r} is neither a YAML file nor a preset"
+                          + (f"; did you mean {hint[0]!r}?" if hint else "")
+                          + f" Presets: {', '.join(preset_names())}")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {source!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {source!r} must be a YAML mapping, got {type(data).__name__}")
+    return data, source
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one 'a.b.c=value' override in place; the value is parsed as YAML."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} must look like section.key=value (e.g. sample.k=4)")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML: {exc}") from exc
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(RunConfig, err["loc"][:-1])
+            hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            lines.append(f"unknown key {loc!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                         + f"; known keys here: {', '.join(known)}")
+        else:
+            lines.append(f"{loc}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err and
+                                                    not isinstance(err["input"], dict) else ""))
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a preset name or YAML path, apply dotted overrides, validate, and return the config."""
+    data, _ = _read_source(source)
+    for override in overrides:
+        apply_override(data, override)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def flatten(config: BaseModel) -> dict[str, Any]:
+    """The config as {'section.key': value}, for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", config.model_dump(mode="json"))
+    return out
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable short hash of JSON-able parts; resources sections are left out by the caller."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

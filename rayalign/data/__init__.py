@@ -1,0 +1,1 @@
+"""Readers, writers and Arrow schemas of every stage's dataset."""

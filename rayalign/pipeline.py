@@ -1,0 +1,134 @@
+"""The stage graph: cache keys, resume, running stages in order, tracking and the summary."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from rayalign.config import RunConfig, fingerprint
+from rayalign.data.store import StageStore
+from rayalign.models import resolve_model
+from rayalign.stages import RUNNERS, TRACKERS, RunContext
+from rayalign.summary import build_summary, write_summary
+from rayalign.tracking import Tracker
+
+STAGES = ("prompts", "sample", "reference", "score", "select", "train", "evaluate")
+
+
+class RayConnectError(ConnectionError):
+    """No Ray cluster at the given address."""
+
+
+def stage_keys(cfg: RunConfig) -> dict[str, str]:
+    """Cache key of every stage: its own settings chained with its input's key.
+
+    Resource settings (actor pools, workers) are left out: they change how a stage runs,
+    not what it produces.
+    """
+    def own(section) -> dict:
+        return section.model_dump(mode="json", exclude={"resources"})
+
+    policy, reference = cfg.model.policy, cfg.model.reference or cfg.model.policy
+    parts = {
+        "prompts": [own(cfg.data), policy],
+        "sample": [own(cfg.sample), policy, cfg.model.dtype],
+        "reference": [own(cfg.reference), reference, cfg.model.dtype],
+        "score": [own(cfg.score)],
+        "select": [own(cfg.select)],
+        "train": [own(cfg.train), policy],
+        "evaluate": [own(cfg.evaluate), own(cfg.sample), own(cfg.model)],
+    }
+    keys, previous = {}, None
+    for stage in STAGES:
+        keys[stage] = previous = fingerprint(stage, previous, parts[stage])
+    return keys
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a host:port Ray address (ray.init retries for minutes)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayConnectError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}). Start one with "
+            "`ray start --head --port=6379`, fix --address / ray.address, or drop it to run locally"
+        ) from None
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the cluster at `address`, or start/join a local Ray when None."""
+    import ray
+
+    if address:
+        check_reachable(address)
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
+        raise RayConnectError(
+            f"cannot reach a Ray cluster at {where}: {exc}. Start one with `ray start --head`, "
+            "fix --address (e.g. 127.0.0.1:6379 or ray://HOST:10001), or drop --address to run locally"
+        ) from None
+
+
+def _track(ctx: RunContext, stage: str, manifest: dict) -> None:
+    ctx.tracker.log_metrics(manifest["metrics"], f"{stage}/")
+    if stage in TRACKERS:
+        TRACKERS[stage](ctx, ctx.store.path(stage))
+
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Run every incomplete stage in order and return the summary (also written as summary.json)."""
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    policy = resolve_model(cfg.model.policy)
+    reference = resolve_model(cfg.model.reference) if cfg.model.reference else policy
+    connect_ray(cfg.ray.address)
+    store = StageStore(run_dir)
+    tracker = Tracker(cfg, run_dir, tracking_uri)
+    ctx = RunContext(cfg, run_dir, store, policy, reference, tracker)
+    keys = stage_keys(cfg)
+    manifests = {}
+    try:
+        for number, stage in enumerate(STAGES, 1):
+            head = f"[{number}/{len(STAGES)}] {stage}"
+            if store.is_complete(stage, keys[stage]):
+                manifests[stage] = store.manifest(stage)
+                log(f"{head}: complete, reusing {store.path(stage)}")
+                if not tracker.resumed:
+                    _track(ctx, stage, manifests[stage])
+                continue
+            log(f"{head}: running")
+            start = time.perf_counter()
+            with store.writing(stage) as partial:
+                metrics = RUNNERS[stage](ctx, partial)
+                manifest = {"config_hash": keys[stage], "seconds": time.perf_counter() - start,
+                            "rows": int(metrics.get("rows", 0)), "metrics": metrics,
+                            "inputs": {s: keys[s] for s in STAGES[:number - 1][-1:]}}
+                store.commit(stage, partial, manifest)
+            manifests[stage] = store.manifest(stage)
+            _track(ctx, stage, manifests[stage])
+            log(f"{head}: done in {manifest['seconds']:.1f}s, {manifest['rows']} rows")
+        summary = build_summary(run_dir, manifests, tracker)
+        path = write_summary(run_dir, summary)
+        tracker.log_artifact(path)
+        tracker.log_artifact(run_dir / "config.yaml")
+        tracker.log_metrics({k: summary[k] for k in ("sft_reward", "aligned_reward", "win_rate", "kl", "pairs")})
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+    return summary

@@ -1,0 +1,48 @@
+"""Reward-model scorer: any HF sequence-classification checkpoint with one output logit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+from rayalign.data.ray_io import set_torch_threads
+from rayalign.rewards.vader import append_reward
+
+
+class RewardModelScorer:
+    """Callable class for map_batches: reward = r(prompt + response) from the checkpoint's head."""
+
+    def __init__(self, model_path: str, batch_size: int = 16, torch_threads: int | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        set_torch_threads(torch_threads)
+        if not (Path(model_path) / "config.json").is_file():
+            raise FileNotFoundError(f"score.reward_model_path {model_path!r} is not an HF checkpoint directory")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_path).to(self.device).eval()
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"reward model {model_path} has {self.model.config.num_labels} labels; "
+                             "a reward model needs exactly one output (num_labels=1)")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # The score is read at the last non-pad token, which needs the pad id on the config.
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.name = Path(model_path).name
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(prompts), self.batch_size):
+            texts = [p + r for p, r in zip(prompts[start:start + self.batch_size],
+                                           responses[start:start + self.batch_size])]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            out.extend(self.model(**enc).logits[:, 0].float().cpu().tolist())
+        return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rewards = self.score(batch.column("prompt").to_pylist(), batch.column("response").to_pylist())
+        return append_reward(batch, rewards, self.name)

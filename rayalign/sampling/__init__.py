@@ -1,0 +1,1 @@
+"""Response sampling: the vLLM actor used by Ray Data map_batches."""

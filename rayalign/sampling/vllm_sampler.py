@@ -1,0 +1,74 @@
+"""A vLLM engine per Ray Data actor, sampling n responses per prompt row."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pyarrow as pa
+
+from rayalign.data import schemas
+from rayalign.data.ray_io import set_torch_threads
+
+
+def request_seed(seed: int, prompt_id: str) -> int:
+    """Per-prompt seed, so a prompt's samples do not depend on batching or actor count."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+class VLLMSampler:
+    """Callable class for map_batches: prompt rows in, one row per sampled response out."""
+
+    def __init__(self, model_path: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int,
+                 max_model_len: int, dtype: str, kv_cache_gib: float, gpu_memory_utilization: float,
+                 enforce_eager: bool, torch_threads: int | None = None):
+        set_torch_threads(torch_threads)
+        # In-process engine: the multiprocess mode starts ~10x slower and nests badly in a Ray actor.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # Without nobind, vLLM-CPU pins every thread to one core.
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        import torch
+        from vllm import LLM, SamplingParams
+
+        engine_args = {}
+        if not torch.cuda.is_available():
+            # A discarded chunked-prefill step rewinds the request's seeded generator, which CPU
+            # generators cannot do ("CPU Generator does not use offset"): schedule whole prompts.
+            engine_args = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(8192, max_model_len)}
+        self._params = SamplingParams
+        self.n, self.temperature, self.top_p, self.max_tokens, self.seed = n, temperature, top_p, max_tokens, seed
+        self.llm = LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
+                       gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                       **engine_args)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids, prompts = batch.column("prompt_id").to_pylist(), batch.column("prompt").to_pylist()
+        params = [self._params(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                               max_tokens=self.max_tokens, logprobs=0, seed=request_seed(self.seed, pid))
+                  for pid in ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        rows = []
+        for pid, prompt, out in zip(ids, prompts, outputs):
+            for idx, completion in enumerate(out.outputs):
+                token_ids = list(completion.token_ids)
+                rows.append({
+                    "prompt_id": pid, "prompt": prompt, "prompt_token_ids": list(out.prompt_token_ids),
+                    "sample_idx": idx, "response": completion.text, "response_token_ids": token_ids,
+                    "sampler_logprob": _sum_sampled_logprobs(completion), "num_tokens": len(token_ids),
+                    "finish_reason": str(completion.finish_reason),
+                })
+        return pa.Table.from_pylist(rows, schema=schemas.SAMPLE)
+
+
+def _sum_sampled_logprobs(completion) -> float:
+    # logprobs=0 gives, per position, a dict holding at least the sampled token.
+    return float(sum(step[tok].logprob for tok, step in zip(completion.token_ids, completion.logprobs)))
+
+
+def sampler_kwargs(model_path: str, sample_cfg, dtype: str, n: int, seed: int) -> dict:
+    """Constructor kwargs of VLLMSampler from a SampleConfig (shared by sampling and evaluation)."""
+    return dict(model_path=model_path, n=n, temperature=sample_cfg.temperature, top_p=sample_cfg.top_p,
+                max_tokens=sample_cfg.max_tokens, seed=seed, max_model_len=sample_cfg.max_model_len, dtype=dtype,
+                kv_cache_gib=sample_cfg.kv_cache_gib, gpu_memory_utilization=sample_cfg.gpu_memory_utilization,
+                enforce_eager=sample_cfg.enforce_eager)

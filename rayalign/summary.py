@@ -1,0 +1,66 @@
+"""The end-of-run summary: summary.json and the table printed to the user."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+def build_summary(run_dir: Path, manifests: dict[str, dict], tracker) -> dict:
+    """Summary of a finished pipeline from its stage manifests."""
+    ev = manifests["evaluate"]["metrics"]
+    run = tracker.mlflow.get_run(tracker.run_id)
+    return {
+        "sft_reward": ev["sft_reward"],
+        "aligned_reward": ev["aligned_reward"],
+        "win_rate": ev["win_rate"],
+        "kl": ev["kl"],
+        "pairs": int(manifests["select"]["metrics"]["pairs"]),
+        "heldout_prompts": int(ev["heldout_prompts"]),
+        "stage_seconds": {stage: round(m["seconds"], 2) for stage, m in manifests.items()},
+        "stage_rows": {stage: m["rows"] for stage, m in manifests.items()},
+        "run_dir": str(run_dir),
+        "outputs": {stage: str(run_dir / stage) for stage in manifests},
+        "aligned_model": str(run_dir / "train" / "model"),
+        "mlflow_run_id": tracker.run_id,
+        "mlflow_experiment_id": run.info.experiment_id,
+        "tracking_uri": tracker.uri,
+    }
+
+
+def write_summary(run_dir: Path, summary: dict) -> Path:
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path
+
+
+def mlflow_ui_hint(summary: dict) -> str:
+    """The command that opens the MLflow UI on this run, or the run's URL on a server."""
+    uri = summary["tracking_uri"]
+    route = f"#/experiments/{summary['mlflow_experiment_id']}/runs/{summary['mlflow_run_id']}"
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"open {uri.rstrip('/')}/{route}"
+    return f"mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000/{route}"
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable summary table."""
+    lines = ["", "stage        rows      seconds", "-----------  --------  -------"]
+    for stage, seconds in summary["stage_seconds"].items():
+        lines.append(f"{stage:<11}  {summary['stage_rows'][stage]:>8}  {seconds:>7.1f}")
+    lines += [
+        "",
+        f"held-out prompts: {summary['heldout_prompts']}   preference pairs: {summary['pairs']}",
+        "policy     mean gold reward",
+        f"SFT        {summary['sft_reward']:+.4f}",
+        f"aligned    {summary['aligned_reward']:+.4f}",
+        f"win rate of aligned over SFT: {summary['win_rate']:.3f}",
+        f"mean per-sequence KL(aligned || reference): {summary['kl']:.3f} nats",
+        "",
+        f"run directory: {summary['run_dir']}",
+        f"aligned model: {summary['aligned_model']}",
+        f"MLflow run:    {summary['mlflow_run_id']}",
+        f"MLflow UI:     {mlflow_ui_hint(summary)}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""MLflow tracking of a pipeline run: params, metrics, datasets and artifacts.
+
+One MLflow run per run directory and config: re-running the same command resumes the
+same MLflow run; a changed config starts a new one. The default store is a SQLite
+database beside the run directories, with artifacts in a folder next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rayalign.config import RunConfig, fingerprint, flatten
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+RUN_FILE = "mlflow_run.json"
+
+
+def default_tracking_uri(run_root: Path) -> str:
+    """sqlite:/// store under the run root."""
+    return f"sqlite:///{(run_root / 'mlflow.db').resolve()}"
+
+
+class Tracker:
+    """The MLflow run of one pipeline run."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None):
+        import mlflow
+
+        self.mlflow = mlflow
+        self.run_dir = run_dir
+        run_root = run_dir.parent
+        self.uri = tracking_uri or cfg.tracking.uri or default_tracking_uri(run_root)
+        mlflow.set_tracking_uri(self.uri)
+        experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+        if experiment is None:
+            artifacts = (run_root / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite:") else None
+            experiment_id = mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+        else:
+            experiment_id = experiment.experiment_id
+        config_hash = fingerprint(cfg.model_dump(mode="json"))
+        previous = self._previous_run(config_hash)
+        self.resumed = previous is not None
+        self.run = mlflow.start_run(run_id=previous, experiment_id=None if previous else experiment_id,
+                                    run_name=None if previous else f"{cfg.name}-{config_hash[:6]}")
+        self.run_id = self.run.info.run_id
+        (run_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id, "config_hash": config_hash,
+                                                   "tracking_uri": self.uri}))
+        if not self.resumed:
+            mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg).items()})
+            mlflow.set_tags({"rayalign.run_dir": str(run_dir.resolve())})
+
+    def _previous_run(self, config_hash: str) -> str | None:
+        file = self.run_dir / RUN_FILE
+        if not file.is_file():
+            return None
+        saved = json.loads(file.read_text())
+        if saved.get("config_hash") != config_hash or saved.get("tracking_uri") != self.uri:
+            return None
+        try:
+            self.mlflow.get_run(saved["run_id"])
+        except Exception:  # the store was deleted or moved: start afresh
+            return None
+        return saved["run_id"]
+
+    def log_metrics(self, metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
+        self.mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if Path(path).is_dir():
+            self.mlflow.log_artifacts(str(path), artifact_path)
+        else:
+            self.mlflow.log_artifact(str(path), artifact_path)
+
+    def log_dataset(self, table, name: str, source: Path, context: str) -> None:
+        """Record a stage dataset as an MLflow input (lineage), with its schema and digest."""
+        import mlflow.data
+
+        frame = table.to_pandas()
+        # MLflow's schema inference rejects list columns; lineage needs only the scalar ones.
+        scalar = [c for c in frame.columns if not str(table.schema.field(c).type).startswith("list")]
+        dataset = mlflow.data.from_pandas(frame[scalar], source=str(source.resolve()), name=name)
+        self.mlflow.log_input(dataset, context=context)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.mlflow.set_tag(key, value)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.mlflow.end_run(status=status)

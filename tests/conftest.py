@@ -1,0 +1,111 @@
+"""Shared fixtures: a tiny random Llama with a tokenizer trained on the fly, prompts, a local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Sentiment-laden words: a random model then emits text that VADER scores both ways.
+WORDS = ("great wonderful love amazing excellent beautiful brilliant fun happy best good superb "
+         "terrible awful boring bad hate worst dull sad horrible poor weak ugly "
+         "the film movie plot story acting scene music ending was is and but it a of to very").split()
+PROMPTS = [f"review {i}: the {w} film about a {v} story" for i, (w, v) in
+           enumerate(zip(WORDS * 2, reversed(WORDS * 2)))][:14]
+
+
+def _corpus():
+    for i in range(400):
+        yield " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(12))
+    yield from PROMPTS
+
+
+def build_tokenizer(path: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
+def tiny_llama_config(tokenizer, **kw):
+    from transformers import LlamaConfig
+
+    # head_dim 32: vLLM's CPU attention supports 32, 64, 80, ... (16 fails).
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=256,
+                       tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, bos_token_id=None, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A random-weight 2-layer Llama (hidden 64) and its tokenizer, as an HF checkpoint directory."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = build_tokenizer(path)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tokenizer)).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory) -> str:
+    """A random-weight sequence-classification Llama with one output: a reward model."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    path = tmp_path_factory.mktemp("tiny-rm")
+    tokenizer = build_tokenizer(path)
+    torch.manual_seed(1)
+    LlamaForSequenceClassification(tiny_llama_config(tokenizer, num_labels=1)).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def prompts_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt_id": f"p{i:02d}", "prompt": p}) + "\n"
+                            for i, p in enumerate(PROMPTS)))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray instance shared by the tests that need one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def tiny_overrides(model: str, prompts: str) -> list[str]:
+    """Overrides that size the default preset for the tiny model: seconds per stage on 2 cores."""
+    return [
+        "name=tiny", f"model.policy={model}", f"data.prompts={prompts}", "data.heldout_fraction=0.3",
+        "data.chat_template=true", "sample.k=4", "sample.max_tokens=16", "sample.max_model_len=256",
+        "sample.resources.torch_threads=1", "sample.resources.batch_size=8", "sample.kv_cache_gib=0.25",
+        "reference.resources.torch_threads=1", "select.tau=0.05", "train.micro_batch_size=4",
+        "train.learning_rate=1e-3", "train.resources.torch_threads=1", "evaluate.samples_per_prompt=2",
+    ]

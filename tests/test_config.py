@@ -1,0 +1,69 @@
+import pytest
+
+from rayalign.config import ConfigError, flatten, load_config, preset_names
+
+
+def test_default_preset_loads_and_validates():
+    cfg = load_config("default")
+    assert "default" in preset_names()
+    assert cfg.select.strategy == "rs_dpo" and cfg.select.eta == 0.85
+    assert cfg.data.prompts == "builtin:movie_reviews"
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    cfg = load_config("default", ["sample.k=3", "train.learning_rate=2e-6", "sample.resources.max_actors=4",
+                                  "model.reference=null"])
+    assert cfg.sample.k == 3 and cfg.train.learning_rate == 2e-6
+    assert cfg.sample.resources.max_actors == 4 and cfg.model.reference is None
+
+
+def test_typo_in_key_names_the_key_and_suggests_the_fix():
+    with pytest.raises(ConfigError) as err:
+        load_config("default", ["sample.temprature=0.7"])
+    msg = str(err.value)
+    assert "sample.temprature" in msg and "did you mean 'temperature'" in msg
+
+
+def test_typo_in_section_is_refused():
+    with pytest.raises(ConfigError, match="unknown key 'sampel'"):
+        load_config("default", ["sampel.k=3"])
+
+
+def test_bad_value_names_field_and_value():
+    with pytest.raises(ConfigError, match=r"sample\.k.*got 0"):
+        load_config("default", ["sample.k=0"])
+
+
+def test_malformed_override_and_unknown_preset():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("default", ["sample.k"])
+    with pytest.raises(ConfigError, match="did you mean 'default'"):
+        load_config("defualt")
+
+
+def test_yaml_file_config(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: mine\nsample: {k: 2}\n")
+    cfg = load_config(str(path), ["select.strategy=best_vs_worst"])
+    assert (cfg.name, cfg.sample.k, cfg.select.strategy) == ("mine", 2, "best_vs_worst")
+    (tmp_path / "bad.yaml").write_text("sample: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(tmp_path / "bad.yaml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_reusing_sampler_logprobs_requires_plain_sampling():
+    assert load_config("default", ["reference.reuse_sampler_logprobs=true"]).reference.reuse_sampler_logprobs
+    with pytest.raises(ConfigError, match="temperature=1"):
+        load_config("default", ["reference.reuse_sampler_logprobs=true", "sample.temperature=0.7"])
+
+
+def test_reward_model_requires_a_path():
+    with pytest.raises(ConfigError, match="reward_model_path"):
+        load_config("default", ["score.reward=reward_model"])
+
+
+def test_flatten_gives_dotted_params():
+    flat = flatten(load_config("default"))
+    assert flat["sample.k"] == 8 and flat["train.resources.num_workers"] == 1
