@@ -137,14 +137,16 @@ def run_train(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.train
     res = cfg.resources
     pairs = read_stage(ctx.store.path("select")).random_shuffle(seed=cfg.seed)
-    storage = Path(res.storage_path or ctx.run_dir / "ray_train").resolve()
+    # A local path or a URI Ray Train understands (s3://, gs://, ...); shared storage on clusters.
+    storage = res.storage_path or str((ctx.run_dir / "ray_train").resolve())
     worker = {"CPU": res.cpus_per_worker, **({"GPU": 1} if res.use_gpu else {})}
+    name = f"train-{ctx.run_dir.name}-{int(time.time())}"
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"train": cfg.model_dump(mode="json"), "policy_path": ctx.policy_path,
                            "torch_extensions_dir": str(cache_dir() / "torch_extensions")},
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=worker),
-        run_config=TrainRunConfig(name=f"train-{ctx.run_dir.name}-{int(time.time())}", storage_path=str(storage)),
+        run_config=TrainRunConfig(name=name, storage_path=storage),
         datasets={"train": pairs},
     )
     start = time.perf_counter()
@@ -152,12 +154,16 @@ def run_train(ctx: RunContext, out: Path) -> dict[str, float]:
     seconds = time.perf_counter() - start
     model_dir = out / "model"
     result.checkpoint.to_directory(str(model_dir))
+    # The copy in the stage directory is the output; Ray Train's own copy is only for its restarts.
+    if "://" not in storage:
+        shutil.rmtree(Path(storage) / name, ignore_errors=True)
     shutil.move(model_dir / METRICS_FILE, out / METRICS_FILE)
     history = _train_history(out)
-    last = history[-1]
+    last, tokens = history[-1], sum(h["tokens"] for h in history)
     return {"rows": parquet_rows(ctx.store.path("select")), "steps": len(history), "seconds": seconds, "final_loss": last["loss"],
             "final_reward_accuracy": last["reward_accuracy"], "final_reward_margin": last["reward_margin"],
-            "tokens_per_s": sum(h["tokens"] for h in history) / seconds}
+            "tokens_per_s": tokens / sum(h["tokens"] / h["tokens_per_s"] for h in history),
+            "stage_tokens_per_s": tokens / seconds}
 
 
 def run_evaluate(ctx: RunContext, out: Path) -> dict[str, float]:

@@ -42,3 +42,12 @@ def test_resources_do_not_invalidate_outputs():
     scaled = stage_keys(load_config("default", ["sample.resources.max_actors=8", "train.resources.num_workers=4",
                                                 "reference.resources.batch_size=64"]))
     assert base == scaled
+
+
+def test_reused_sampler_logprobs_become_the_reference_column():
+    import pyarrow as pa
+
+    from rayalign.stages import _reuse_sampler_logprob
+
+    out = _reuse_sampler_logprob(pa.table({"sampler_logprob": [-1.5, -2.0]}))
+    assert out["ref_logprob"].to_pylist() == [-1.5, -2.0]

@@ -20,7 +20,7 @@ class VLLMSampler:
     """Callable class for map_batches: prompt rows in, one row per sampled response out."""
 
     def __init__(self, model_path: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int,
-                 max_model_len: int, dtype: str, kv_cache_gib: float, gpu_memory_utilization: float,
+                 max_model_len: int, dtype: str, kv_cache_gib: int, gpu_memory_utilization: float,
                  enforce_eager: bool, torch_threads: int | None = None):
         set_torch_threads(torch_threads)
         # In-process engine: the multiprocess mode starts ~10x slower and nests badly in a Ray actor.

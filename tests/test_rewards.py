@@ -1,0 +1,50 @@
+import pyarrow as pa
+import pytest
+import ray
+
+from rayalign.config import ActorResources
+from rayalign.data.ray_io import map_with_actors
+from rayalign.rewards import RewardModelScorer, VaderReward
+
+
+def scored_batch():
+    return pa.table({"prompt": ["Review: ", "Review: ", "Review: "],
+                     "response": ["A wonderful, moving film.", "Dull and awful.", "It is a film."]})
+
+
+def test_vader_scores_sentiment():
+    out = VaderReward()(scored_batch())
+    positive, negative, neutral = out["reward"].to_pylist()
+    assert positive > 0.5 and negative < -0.5 and neutral == 0.0
+    assert out["reward_model"].to_pylist() == ["vader"] * 3
+
+
+def test_reward_model_scorer_is_batch_invariant(tiny_reward_model):
+    scorer = RewardModelScorer(tiny_reward_model, batch_size=2)
+    batch = scored_batch()
+    together = scorer(batch)["reward"].to_pylist()
+    alone = [scorer(batch.slice(i, 1))["reward"].to_pylist()[0] for i in range(3)]
+    assert together == pytest.approx(alone, abs=1e-5)  # right padding must not change a score
+    assert len(set(round(r, 6) for r in together)) == 3
+
+
+def test_reward_model_needs_a_single_output(tmp_path, tiny_model):
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    from tests.conftest import tiny_llama_config
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    LlamaForSequenceClassification(tiny_llama_config(tok, num_labels=2)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="num_labels=1"):
+        RewardModelScorer(str(tmp_path))
+
+
+def test_reward_model_actor_pool_in_ray_data(ray_local, tiny_reward_model):
+    ds = ray.data.from_arrow(scored_batch())
+    res = ActorResources(min_actors=1, max_actors=2, batch_size=2, torch_threads=1)
+    out = map_with_actors(ds, RewardModelScorer, {"model_path": tiny_reward_model}, res).to_arrow_refs()
+    table = pa.concat_tables(ray.get(out))
+    assert table.num_rows == 3 and set(table.column_names) >= {"prompt", "response", "reward", "reward_model"}
+    direct = RewardModelScorer(tiny_reward_model)(scored_batch())
+    assert sorted(table["reward"].to_pylist()) == pytest.approx(sorted(direct["reward"].to_pylist()), abs=1e-5)
