@@ -27,13 +27,11 @@ def _run(args: argparse.Namespace) -> int:
 def _presets(_: argparse.Namespace) -> int:
     from importlib import resources
 
-    import yaml
-
     for name in preset_names():
         text = resources.files("rayalign.configs").joinpath(f"{name}.yaml").read_text()
-        first = text.splitlines()[0].lstrip("# ") if text.startswith("#") else ""
-        print(f"{name:<16} {first}")
-        yaml.safe_load(text)
+        # A preset's first line, a comment, describes it.
+        description = text.splitlines()[0].lstrip("# ") if text.startswith("#") else ""
+        print(f"{name:<16} {description}")
     return 0
 
 

@@ -112,7 +112,9 @@ class ScoreConfig(Section):
 
 
 class SelectConfig(Section):
-    strategy: Literal["rs_dpo", "best_vs_worst"] = Field("rs_dpo", description="Pair-construction rule.")
+    strategy: Literal["rs_dpo", "best_vs_worst", "rso", "pairwise_ranking"] = Field(
+        "rs_dpo", description="Pair-construction rule (docs/methods.md)."
+    )
     tau: float = Field(
         0.25,
         gt=0,
@@ -123,6 +125,28 @@ class SelectConfig(Section):
     max_pairs_per_prompt: int | None = Field(
         None, ge=1, description="Keep at most this many pairs per prompt, largest reward gap first."
     )
+    rso_num_samples: int = Field(8, ge=2, description="RSO: samples accepted per prompt (paper: n = 8).")
+    rso_beta: float = Field(0.5, gt=0, description="RSO: β of the target π_sft·exp(r/β) (paper: 0.5).")
+    rso_pairing: Literal["tournament", "first_round"] = Field(
+        "tournament", description="RSO: pair accepted samples as a tournament (n − 1) or first round (n/2)."
+    )
+    judge: Literal["reward"] = Field(
+        "reward", description="pairwise_ranking: the comparison; 'reward' is P(a ≻ b) = σ(r_a − r_b)."
+    )
+    min_perplexity: float | None = Field(
+        None, gt=0, description="Drop candidates whose perplexity under the sampling policy is below this."
+    )
+    max_perplexity: float | None = Field(
+        None, gt=0, description="Drop candidates whose perplexity under the sampling policy is above this."
+    )
+    seed: int = Field(0, description="Seed of RSO's random acceptance (per prompt, derived with its id).")
+
+    @model_validator(mode="after")
+    def _perplexity_range(self) -> SelectConfig:
+        lo, hi = self.min_perplexity, self.max_perplexity
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_perplexity ({lo}) > max_perplexity ({hi})")
+        return self
 
 
 class TrainResources(Section):
@@ -138,9 +162,17 @@ class TrainResources(Section):
 
 
 class TrainConfig(Section):
-    loss: Literal["dpo"] = Field("dpo", description="Preference loss.")
-    beta: float = Field(0.1, gt=0, description="DPO β.")
+    loss: Literal["dpo", "ipo", "slic", "hinge_norm"] = Field("dpo", description="Preference loss (docs/methods.md).")
+    beta: float = Field(0.1, gt=0, description="DPO and IPO β.")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Conservative-DPO label smoothing ε.")
+    ipo_token_mean: bool = Field(False, description="IPO on per-token mean log-probs instead of sums.")
+    slic_delta: float = Field(1.0, gt=0, description="SLiC margin δ.")
+    slic_lambda: float = Field(0.1, ge=0, description="SLiC weight λ of the chosen response's NLL.")
+    hinge_gamma: float = Field(0.05, gt=0, description="RSO hinge-norm γ (paper: 0.05).")
+    budget_lambda: float = Field(
+        0.0, ge=0, description="Weight λ of the budget regulariser λ·max(0, log π_ref(y_w) − log π(y_w) − b); 0 = off."
+    )
+    budget: float = Field(0.0, ge=0, description="Budget b (nats) the chosen log-likelihood may fall below the reference.")
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
@@ -181,6 +213,10 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    def needs_reference(self) -> bool:
+        """Whether any stage's training uses log π_ref (SLiC alone does not)."""
+        return self.train.loss != "slic" or self.train.budget_lambda > 0
 
     @model_validator(mode="after")
     def _reuse_needs_plain_sampling(self) -> RunConfig:

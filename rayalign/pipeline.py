@@ -37,7 +37,7 @@ def stage_keys(cfg: RunConfig) -> dict[str, str]:
     parts = {
         "prompts": [own(cfg.data), policy],
         "sample": [own(cfg.sample), policy, cfg.model.dtype],
-        "reference": [own(cfg.reference), reference, cfg.model.dtype],
+        "reference": [own(cfg.reference), reference, cfg.model.dtype, cfg.needs_reference()],
         "score": [own(cfg.score)],
         "select": [own(cfg.select)],
         "train": [own(cfg.train), policy],

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
@@ -23,12 +24,12 @@ from rayalign.data.prompts import build_prompts_table
 from rayalign.data.ray_io import map_with_actors, read_stage, write
 from rayalign.data.store import StageStore, parquet_rows, read_table
 from rayalign.evaluation.evaluate import evaluate
-from rayalign.evaluation.plots import reward_histogram
+from rayalign.plots import reward_histogram, selection_histograms
 from rayalign.models import cache_dir
 from rayalign.reference import ReferenceLogprobs
 from rayalign.rewards import scorer_for
 from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
-from rayalign.selection.pairs import pairs_table
+from rayalign.selection.pairs import pairs_table, stats_table
 from rayalign.tracking import Tracker
 
 
@@ -86,10 +87,16 @@ def _reuse_sampler_logprob(batch):
     return batch.append_column("ref_logprob", batch["sampler_logprob"])
 
 
+def _no_reference(batch):
+    return batch.append_column(pa.field("ref_logprob", pa.float64()), pa.nulls(batch.num_rows, pa.float64()))
+
+
 def run_reference(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
     ds = read_stage(ctx.store.path("sample"))
-    if cfg.reference.reuse_sampler_logprobs:
+    if not cfg.needs_reference():  # SLiC without the budget regulariser: no reference model at all
+        ds = ds.map_batches(_no_reference, batch_format="pyarrow")
+    elif cfg.reference.reuse_sampler_logprobs:
         ds = ds.map_batches(_reuse_sampler_logprob, batch_format="pyarrow")
     else:
         ds = map_with_actors(ds, ReferenceLogprobs, {"model_path": ctx.reference_path, "dtype": cfg.model.dtype},
@@ -110,21 +117,33 @@ def run_score(ctx: RunContext, out: Path) -> dict[str, float]:
 
 def run_select(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.select
-    scored = read_stage(ctx.store.path("score"))
-    ds = scored.groupby("prompt_id").map_groups(pairs_table, fn_kwargs={"cfg": cfg}, batch_format="pyarrow")
+    groups = read_stage(ctx.store.path("score")).groupby("prompt_id")
+    ds = groups.map_groups(pairs_table, fn_kwargs={"cfg": cfg}, batch_format="pyarrow")
     rows, seconds = _timed_write(ds, out)
+    (out / "stats").mkdir()
+    write(groups.map_groups(stats_table, fn_kwargs={"cfg": cfg}, batch_format="pyarrow"), out / "stats")
     if rows == 0:
         gap = f"a reward gap above τ·logit(η) = {cfg.tau * math.log(cfg.eta / (1 - cfg.eta)):.3f}"
         raise StageError(
             "select produced no pairs: no prompt had two samples with "
             + (gap if cfg.strategy == "rs_dpo" else "different rewards")
-            + "; lower select.tau or select.eta, raise sample.k or sample.temperature, "
-            "or use select.strategy=best_vs_worst")
-    pairs = read_table(out)
+            + "; lower select.tau or select.eta, raise sample.k or sample.temperature, widen the "
+            "perplexity range, or use select.strategy=best_vs_worst")
+    pairs, stats = read_table(out), read_table(out / "stats")
     gaps = pc.subtract(pairs["chosen_reward"], pairs["rejected_reward"])
-    prompts_with_pairs = len(pc.unique(pairs["prompt_id"]))
-    return {"rows": rows, "pairs": rows, "prompts_with_pairs": prompts_with_pairs,
-            "pairs_per_prompt": rows / prompts_with_pairs, "mean_reward_gap": pc.mean(gaps).as_py()}
+    selection_histograms(stats["pairs"].to_pylist(), gaps.to_pylist(), out / "selection.png", cfg.strategy)
+    candidates, kept = pc.sum(stats["candidates"]).as_py(), pc.sum(stats["kept"]).as_py()
+    metrics = {"rows": rows, "seconds": seconds, "pairs": rows, "prompts": stats.num_rows,
+               "prompts_with_pairs": pc.sum(pc.greater(stats["pairs"], 0)).as_py(),
+               "pairs_per_prompt": rows / stats.num_rows, "candidates": candidates,
+               "kept_fraction": kept / candidates, "mean_reward_gap": pc.mean(gaps).as_py()}
+    for q, v in zip((10, 50, 90), pc.quantile(gaps, q=[0.1, 0.5, 0.9]).to_pylist()):
+        metrics[f"reward_gap_p{q}"] = v
+    if cfg.strategy == "rso":
+        metrics["rso_acceptance_rate"] = pc.sum(stats["accepted"]).as_py() / max(kept, 1)
+    if cfg.strategy == "pairwise_ranking":
+        metrics["comparisons_per_prompt"] = pc.mean(stats["comparisons"]).as_py()
+    return metrics
 
 
 def run_train(ctx: RunContext, out: Path) -> dict[str, float]:
@@ -144,6 +163,7 @@ def run_train(ctx: RunContext, out: Path) -> dict[str, float]:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"train": cfg.model_dump(mode="json"), "policy_path": ctx.policy_path,
+                           "use_reference": ctx.cfg.needs_reference(),
                            "torch_extensions_dir": str(cache_dir() / "torch_extensions")},
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=worker),
         run_config=TrainRunConfig(name=name, storage_path=storage),
@@ -190,6 +210,7 @@ def track_prompts(ctx: RunContext, folder: Path) -> None:
 def track_select(ctx: RunContext, folder: Path) -> None:
     ctx.tracker.log_dataset(read_table(folder), "pairs", folder, context="training")
     ctx.tracker.log_artifact(folder, "datasets/pairs")
+    ctx.tracker.log_artifact(folder / "selection.png", "selection")
 
 
 def track_train(ctx: RunContext, folder: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -41,7 +43,8 @@ def mlflow_ui_hint(summary: dict) -> str:
     route = f"#/experiments/{summary['mlflow_experiment_id']}/runs/{summary['mlflow_run_id']}"
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {uri.rstrip('/')}/{route}"
-    return f"mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000/{route}"
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
+    return f"{python} -m mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000/{route}"
 
 
 def format_summary(summary: dict) -> str:

@@ -60,9 +60,11 @@ class Tracker:
         saved = json.loads(file.read_text())
         if saved.get("config_hash") != config_hash or saved.get("tracking_uri") != self.uri:
             return None
+        from mlflow.exceptions import MlflowException
+
         try:
             self.mlflow.get_run(saved["run_id"])
-        except Exception:  # the store was deleted or moved: start afresh
+        except MlflowException:  # the store was deleted or moved: start afresh
             return None
         return saved["run_id"]
 

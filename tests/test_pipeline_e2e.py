@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import mlflow
 import pytest
@@ -117,7 +118,9 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     assert all("complete, reusing" in line for line in logs) and len(logs) == len(STAGES)
     assert manifests(run_dir) == before and again["mlflow_run_id"] == summary["mlflow_run_id"]
 
-    changed = load_config("default", tiny_overrides(tiny_model, prompts_file) + ["select.strategy=best_vs_worst"])
+    # ZeRO-3 here also covers the gathered-parameter save of the final checkpoint.
+    changed = load_config("default", tiny_overrides(tiny_model, prompts_file) + ["select.strategy=best_vs_worst",
+                                                                                 "train.zero_stage=3"])
     logs.clear()
     run_pipeline(changed, run_dir, log=logs.append)
     after = manifests(run_dir)
@@ -126,6 +129,10 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     pairs = read_table(run_dir / "select")
     assert set(pairs["strategy"].to_pylist()) == {"best_vs_worst"}
     assert pairs.num_rows == len(set(pairs["prompt_id"].to_pylist()))  # one pair per prompt
+    from transformers import AutoModelForCausalLM
+
+    full = AutoModelForCausalLM.from_pretrained(run_dir / "train" / "model")
+    assert all(p.numel() > 0 for p in full.parameters())  # not ZeRO-3's empty partitions
 
 
 def test_failing_stage_keeps_completed_outputs(first_run, tiny_model, prompts_file):
@@ -139,3 +146,27 @@ def test_failing_stage_keeps_completed_outputs(first_run, tiny_model, prompts_fi
         run_pipeline(impossible, run_dir, log=lambda _: None)
     assert manifests(run_dir) == before
     assert read_table(run_dir / "select").num_rows == pairs_before
+
+
+@pytest.mark.parametrize("strategy,loss,extra,metric", [
+    ("rso", "ipo", ["select.rso_num_samples=4", "train.ipo_token_mean=true"], "select/rso_acceptance_rate"),
+    ("pairwise_ranking", "slic", [], "select/comparisons_per_prompt"),
+    ("rs_dpo", "hinge_norm", ["train.budget_lambda=1.0", "select.max_perplexity=1e9"], "select/kept_fraction"),
+])
+def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, prompts_file, strategy, loss, extra, metric):
+    _, run_dir, _, _ = first_run
+    cfg = load_config("default", tiny_overrides(tiny_model, prompts_file)
+                      + [f"select.strategy={strategy}", f"train.loss={loss}", *extra])
+    summary = run_pipeline(cfg, run_dir, log=lambda _: None)
+    pairs = read_table(run_dir / "select")
+    assert set(pairs["strategy"].to_pylist()) == {strategy} and pairs.num_rows == summary["pairs"] > 0
+    for c, r in zip(pairs["chosen_reward"].to_pylist(), pairs["rejected_reward"].to_pylist()):
+        assert c > r
+    history = [json.loads(x) for x in (run_dir / "train" / "train_metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(h["loss"]) for h in history)
+    ref = read_table(run_dir / "reference")["ref_logprob"]
+    assert (ref.null_count == len(ref)) == (loss == "slic")  # SLiC alone runs without a reference model
+    mlflow.set_tracking_uri(summary["tracking_uri"])
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.params["train.loss"] == loss and metric in run.data.metrics
+    assert (run_dir / "select" / "selection.png").is_file()

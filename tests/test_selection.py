@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from rayalign.config import SelectConfig
 from rayalign.selection import best_vs_worst, rs_dpo_pairs
-from rayalign.selection.pairs import pair_indices, pairs_for_prompt
+from rayalign.selection.pairs import pairs_for_prompt, select_pairs
 
 
 def test_rs_dpo_hand_computed():
@@ -44,7 +44,8 @@ def test_best_vs_worst():
 def test_max_pairs_per_prompt_keeps_largest_gaps():
     # Gaps above 0.4337: 0→1 (1.0), 0→2 (0.5), 0→3 (2.0), 1→3 (1.0), 2→1 (0.5), 2→3 (1.5).
     cfg = SelectConfig(tau=0.25, eta=0.85, max_pairs_per_prompt=2)
-    assert pair_indices([1.0, 0.0, 0.5, -1.0], cfg) == [(0, 3), (2, 3)]
+    rows = [{"prompt_id": "p", "reward": r} for r in [1.0, 0.0, 0.5, -1.0]]
+    assert select_pairs(rows, cfg).pairs == [(0, 3), (2, 3)]
 
 
 def test_pairs_for_prompt_builds_rows_in_sample_order():

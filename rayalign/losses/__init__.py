@@ -1,5 +1,9 @@
 """Preference losses: pure torch functions over summed sequence log-probs."""
 
+from rayalign.losses.budget import budget_regularizer
 from rayalign.losses.dpo import dpo_loss
+from rayalign.losses.hinge_norm import hinge_norm_loss
+from rayalign.losses.ipo import ipo_loss
+from rayalign.losses.slic import slic_loss
 
-__all__ = ["dpo_loss"]
+__all__ = ["budget_regularizer", "dpo_loss", "hinge_norm_loss", "ipo_loss", "slic_loss"]

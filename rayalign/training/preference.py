@@ -1,12 +1,13 @@
-"""Preference training (DPO) on Ray Train workers, each running a DeepSpeed engine.
+"""Preference training (DPO, IPO, SLiC, RSO hinge-norm) on Ray Train workers, each running a DeepSpeed engine.
 
 Workers read pairs from `ray.train.get_dataset_shard("train")`; reference log-probs come
-precomputed with the pairs, so no reference model is loaded. Rank 0 writes the final HF
+precomputed with the pairs (SLiC needs none), so no reference model is loaded. Rank 0 writes the final HF
 checkpoint (model + tokenizer) and the per-step metrics into the reported Ray checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -19,31 +20,58 @@ import torch
 from rayalign.config import TrainConfig
 from rayalign.data.ray_io import set_torch_threads
 from rayalign.logprobs import pad_batch, sequence_logprobs
-from rayalign.losses import dpo_loss
+from rayalign.losses import budget_regularizer, dpo_loss, hinge_norm_loss, ipo_loss, slic_loss
 from rayalign.training.deepspeed_config import deepspeed_config
 
 METRICS_FILE = "train_metrics.jsonl"
 
 
-def dpo_batch_loss(model, batch: dict, cfg: TrainConfig, pad_id: int, device) -> tuple[torch.Tensor, dict]:
-    """Mean DPO loss over a batch of pairs, and its statistics (β-scaled implicit rewards)."""
+def pair_losses(cfg: TrainConfig, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor | None,
+                rr: torch.Tensor | None, chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor) -> torch.Tensor:
+    """Per-pair loss of the configured method, plus the budget regulariser when enabled."""
+    if cfg.loss == "dpo":
+        losses = dpo_loss(pc, pr, rc, rr, cfg.beta, cfg.label_smoothing)
+    elif cfg.loss == "ipo":
+        if cfg.ipo_token_mean:
+            losses = ipo_loss(pc / chosen_tokens, pr / rejected_tokens, rc / chosen_tokens, rr / rejected_tokens,
+                              cfg.beta)
+        else:
+            losses = ipo_loss(pc, pr, rc, rr, cfg.beta)
+    elif cfg.loss == "slic":
+        losses = slic_loss(pc, pr, target_logps=pc, delta=cfg.slic_delta, lam=cfg.slic_lambda)
+    else:
+        losses = hinge_norm_loss(pc, pr, rc, rr, cfg.hinge_gamma)
+    if cfg.budget_lambda > 0:
+        losses = losses + budget_regularizer(pc, rc, budget=cfg.budget, lam=cfg.budget_lambda)
+    return losses
+
+
+def preference_batch_loss(model, batch: dict, cfg: TrainConfig, pad_id: int, device,
+                          use_reference: bool) -> tuple[torch.Tensor, dict]:
+    """Mean preference loss over a batch of pairs, and its statistics.
+
+    With a reference, the implicit rewards are β·(log π − log π_ref); without one (SLiC), the
+    statistics use the policy log-probs alone.
+    """
     prompts = batch["prompt_token_ids"]
     n = len(prompts)
     tensors = pad_batch(prompts + prompts, batch["chosen_token_ids"] + batch["rejected_token_ids"], pad_id)
     logps = sequence_logprobs(model, *(t.to(device) for t in tensors))
-    policy_chosen, policy_rejected = logps[:n], logps[n:]
-    ref_chosen = torch.tensor(batch["chosen_ref_logprob"], dtype=logps.dtype, device=device)
-    ref_rejected = torch.tensor(batch["rejected_ref_logprob"], dtype=logps.dtype, device=device)
-    losses = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, cfg.beta, cfg.label_smoothing)
+    pc, pr = logps[:n], logps[n:]
+    as_tensor = functools.partial(torch.tensor, dtype=logps.dtype, device=device)
+    rc = as_tensor(batch["chosen_ref_logprob"]) if use_reference else None
+    rr = as_tensor(batch["rejected_ref_logprob"]) if use_reference else None
+    lengths = tensors[2].sum(-1).to(device=device, dtype=logps.dtype)
+    losses = pair_losses(cfg, pc, pr, rc, rr, lengths[:n], lengths[n:])
     with torch.no_grad():
-        chosen_ratio = cfg.beta * (policy_chosen - ref_chosen)
-        rejected_ratio = cfg.beta * (policy_rejected - ref_rejected)
+        chosen = cfg.beta * (pc - rc) if use_reference else pc
+        rejected = cfg.beta * (pr - rr) if use_reference else pr
         stats = {
             "loss": losses.mean().item(),
-            "reward_accuracy": (chosen_ratio > rejected_ratio).float().mean().item(),
-            "reward_margin": (chosen_ratio - rejected_ratio).mean().item(),
-            "chosen_logratio": chosen_ratio.mean().item(),
-            "rejected_logratio": rejected_ratio.mean().item(),
+            "reward_accuracy": (chosen > rejected).float().mean().item(),
+            "reward_margin": (chosen - rejected).mean().item(),
+            "chosen_logratio": chosen.mean().item(),
+            "rejected_logratio": rejected.mean().item(),
             "tokens": float(tensors[1].sum().item()),
         }
     return losses.mean(), stats
@@ -97,11 +125,13 @@ def train_loop(loop_config: dict) -> None:
     for epoch in range(cfg.epochs):
         for batch in shard.iter_batches(batch_size=cfg.micro_batch_size, batch_format="pyarrow",
                                         local_shuffle_buffer_size=None):
-            loss, stats = dpo_batch_loss(engine, batch.to_pydict(), cfg, pad_id, device)
+            loss, stats = preference_batch_loss(engine, batch.to_pydict(), cfg, pad_id, device,
+                                                use_reference=loop_config["use_reference"])
             engine.backward(loss)
             engine.step()
             accumulated.append(stats)
-            if engine.is_gradient_accumulation_boundary() or len(accumulated) == cfg.gradient_accumulation_steps:
+            # DeepSpeed steps the optimizer every gradient_accumulation_steps micro-batches.
+            if len(accumulated) == cfg.gradient_accumulation_steps:
                 elapsed = time.perf_counter() - started
                 step_stats = {k: sum(s[k] for s in accumulated) / len(accumulated) for k in accumulated[0]}
                 step_stats["tokens"] = sum(s["tokens"] for s in accumulated)
@@ -110,7 +140,7 @@ def train_loop(loop_config: dict) -> None:
                                   tokens_per_s=step_stats["tokens"] / max(elapsed, 1e-9),
                                   learning_rate=float(engine.get_lr()[0]))
                 history.append(step_stats)
-                ray.train.report({k: v for k, v in step_stats.items()})
+                ray.train.report(step_stats)
                 accumulated, started = [], time.perf_counter()
     if not history:
         raise RuntimeError("training saw no batch: the pairs dataset is empty on this worker")

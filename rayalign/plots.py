@@ -1,4 +1,4 @@
-"""The SFT-vs-aligned reward distribution plot."""
+"""Plots logged with a run: selection statistics and the SFT-vs-aligned reward distribution."""
 
 from __future__ import annotations
 
@@ -21,6 +21,23 @@ def reward_histogram(sft: list[float], aligned: list[float], path: Path, reward_
     ax.set_ylabel("responses")
     ax.set_title("Held-out reward distribution")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def selection_histograms(pairs_per_prompt: list[int], reward_gaps: list[float], path: Path, strategy: str) -> Path:
+    """Pairs kept per prompt and the chosen − rejected reward gaps, side by side, as PNG at `path`."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    top = max(pairs_per_prompt, default=0)
+    left.hist(pairs_per_prompt, bins=[x - 0.5 for x in range(top + 2)])
+    left.set_xlabel("pairs kept per prompt")
+    left.set_ylabel("prompts")
+    right.hist(reward_gaps, bins=20)
+    right.set_xlabel("reward gap (chosen − rejected)")
+    right.set_ylabel("pairs")
+    fig.suptitle(f"Selection: {strategy}")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,0 +1,31 @@
+"""Pairwise judges for the pairwise_ranking strategy: P(a ≻ b) for two scored candidates.
+
+A judge is any object with `prob(a, b) -> float`, where a and b are candidate rows of the
+score stage (prompt, response, reward, ...). Register new ones with `register_judge`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class PairwiseJudge(Protocol):
+    def prob(self, a: dict[str, Any], b: dict[str, Any]) -> float:
+        """P(a ≻ b) in [0, 1]."""
+
+
+class RewardJudge:
+    """Bradley-Terry on the scored rewards: P(a ≻ b) = σ(r_a − r_b)."""
+
+    def prob(self, a: dict[str, Any], b: dict[str, Any]) -> float:
+        return 1.0 / (1.0 + math.exp(b["reward"] - a["reward"]))
+
+
+JUDGES: dict[str, Callable[[], PairwiseJudge]] = {"reward": RewardJudge}
+
+
+def register_judge(name: str, factory: Callable[[], PairwiseJudge]) -> None:
+    """Make a judge selectable as select.judge=<name> (add the name to SelectConfig.judge too)."""
+    JUDGES[name] = factory
