@@ -1,4 +1,4 @@
-"""rayalign's command line: `rayalign run | presets`."""
+"""rayalign's command line: `rayalign run | submit | jobs | presets`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from rayalign import jobs
+
+    job_id = jobs.submit(args.config, list(args.overrides), args.address, args.run_dir)
+    print(f"rayalign: submitted job {job_id} to {args.address}", flush=True)
+    if not args.wait:
+        print(f"follow it with: rayalign jobs logs {job_id} --follow --address {args.address}")
+        return 0
+    state = jobs.logs(args.address, job_id, follow=True)
+    print(f"rayalign: job {job_id} {state}", flush=True)
+    return jobs.exit_code(state)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from rayalign import jobs
+
+    if args.action == "status":
+        state = jobs.status(args.address, args.job_id)
+        print(state)
+    elif args.action == "logs":
+        state = jobs.logs(args.address, args.job_id, follow=args.follow)
+    else:
+        print("stopped" if jobs.stop(args.address, args.job_id) else "not running")
+        state = jobs.status(args.address, args.job_id)
+    return jobs.exit_code(state)
+
+
 def _presets(_: argparse.Namespace) -> int:
     from importlib import resources
 
@@ -46,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: start or join a local Ray)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under the run root)")
     run.set_defaults(func=_run)
+    submit = sub.add_parser("submit", help="submit the pipeline to a Ray cluster as a Ray Job")
+    submit.add_argument("config", nargs="?", default=None, help="preset name or YAML file (default: 'default')")
+    submit.add_argument("overrides", nargs="*", help="dotted overrides, as for `run`")
+    submit.add_argument("--address", required=True, help="Ray Jobs API (dashboard) address, e.g. http://HEAD:8265")
+    submit.add_argument("--run-dir", help="run directory on the cluster (default: runs/<name> in the job's dir)")
+    submit.add_argument("--wait", action="store_true", help="follow the logs; exit non-zero if the job fails")
+    submit.set_defaults(func=_submit)
+    job_cmd = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    job_cmd.add_argument("action", choices=["status", "logs", "stop"])
+    job_cmd.add_argument("job_id")
+    job_cmd.add_argument("--address", required=True, help="Ray Jobs API (dashboard) address")
+    job_cmd.add_argument("--follow", action="store_true", help="logs: follow until the job ends")
+    job_cmd.set_defaults(func=_jobs)
     presets = sub.add_parser("presets", help="list the packaged presets")
     presets.set_defaults(func=_presets)
     return parser
@@ -67,9 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rayalign: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from rayalign.jobs import JobError
         from rayalign.pipeline import RayConnectError
         from rayalign.stages import StageError
 
+        if isinstance(exc, JobError):
+            print(f"rayalign: error: {exc}", file=sys.stderr)
+            return 1
         if isinstance(exc, (RayConnectError, StageError)):
             print(f"rayalign: error: {exc}\n(completed stages are kept; rerun the same command to resume)",
                   file=sys.stderr)

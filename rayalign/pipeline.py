@@ -103,7 +103,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
     keys = stage_keys(cfg)
     manifests = {}
     try:
-        for number, stage in enumerate(STAGES, 1):
+        for number, (previous, stage) in enumerate(zip((None, *STAGES), STAGES), 1):
             head = f"[{number}/{len(STAGES)}] {stage}"
             if store.is_complete(stage, keys[stage]):
                 manifests[stage] = store.manifest(stage)
@@ -117,7 +117,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
                 metrics = RUNNERS[stage](ctx, partial)
                 manifest = {"config_hash": keys[stage], "seconds": time.perf_counter() - start,
                             "rows": int(metrics.get("rows", 0)), "metrics": metrics,
-                            "inputs": {s: keys[s] for s in STAGES[:number - 1][-1:]}}
+                            "inputs": {previous: keys[previous]} if previous else {}}
                 store.commit(stage, partial, manifest)
             manifests[stage] = store.manifest(stage)
             _track(ctx, stage, manifests[stage])

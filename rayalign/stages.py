@@ -20,12 +20,12 @@ import ray
 
 from rayalign.config import RunConfig
 from rayalign.data import schemas
-from rayalign.data.prompts import build_prompts_table
+from rayalign.data.prompts import build_prompts_table, split_prompts
 from rayalign.data.ray_io import map_with_actors, read_stage, write
 from rayalign.data.store import StageStore, parquet_rows, read_table
 from rayalign.evaluation.evaluate import evaluate
-from rayalign.plots import reward_histogram, selection_histograms
 from rayalign.models import cache_dir
+from rayalign.plots import reward_histogram, selection_histograms
 from rayalign.reference import ReferenceLogprobs
 from rayalign.rewards import scorer_for
 from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
@@ -53,8 +53,7 @@ def _timed_write(ds: ray.data.Dataset, out: Path) -> tuple[int, float]:
     return rows, time.perf_counter() - start
 
 
-def _token_metrics(out: Path, seconds: float) -> dict[str, float]:
-    table = read_table(out)
+def _token_metrics(table: pa.Table, seconds: float) -> dict[str, float]:
     tokens = pc.sum(table["num_tokens"]).as_py() or 0
     return {"rows": table.num_rows, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9),
             "mean_response_tokens": tokens / max(table.num_rows, 1)}
@@ -71,14 +70,13 @@ def run_prompts(ctx: RunContext, out: Path) -> dict[str, float]:
 
 def run_sample(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
-    prompts = read_table(ctx.store.path("prompts"))
-    train = prompts.filter(pc.equal(prompts["split"], "train")).select(["prompt_id", "prompt"])
+    train = split_prompts(read_table(ctx.store.path("prompts")), "train")
     ds = map_with_actors(ray.data.from_arrow(train), VLLMSampler,
                          sampler_kwargs(ctx.policy_path, cfg.sample, cfg.model.dtype, n=cfg.sample.k,
                                         seed=cfg.sample.seed), cfg.sample.resources)
     rows, seconds = _timed_write(ds, out)
-    metrics = _token_metrics(out, seconds)
     table = read_table(out)
+    metrics = _token_metrics(table, seconds)
     metrics["truncated_fraction"] = pc.sum(pc.equal(table["finish_reason"], "length")).as_py() / max(rows, 1)
     return metrics
 
@@ -102,7 +100,7 @@ def run_reference(ctx: RunContext, out: Path) -> dict[str, float]:
         ds = map_with_actors(ds, ReferenceLogprobs, {"model_path": ctx.reference_path, "dtype": cfg.model.dtype},
                              cfg.reference.resources)
     _, seconds = _timed_write(ds, out)
-    return _token_metrics(out, seconds)
+    return _token_metrics(read_table(out), seconds)
 
 
 def run_score(ctx: RunContext, out: Path) -> dict[str, float]:

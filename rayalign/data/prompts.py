@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rayalign.config import DataConfig
@@ -121,3 +122,8 @@ def render_prompt(config: DataConfig, tokenizer, prompt: str) -> str:
                               "set data.chat_template=false")
     return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                          add_generation_prompt=True)
+
+
+def split_prompts(table: pa.Table, split: str) -> pa.Table:
+    """The prompt_id and prompt columns of one split ('train' or 'heldout') of a prompts table."""
+    return table.filter(pc.equal(table["split"], split)).select(["prompt_id", "prompt"])

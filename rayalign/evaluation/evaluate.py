@@ -11,6 +11,7 @@ import ray
 
 from rayalign.config import RunConfig
 from rayalign.data import schemas
+from rayalign.data.prompts import split_prompts
 from rayalign.data.ray_io import map_with_actors
 from rayalign.evaluation.metrics import mean, win_rate
 from rayalign.reference import ReferenceLogprobs
@@ -37,7 +38,7 @@ def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, ref_path
 def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str, cfg: RunConfig,
              out: Path) -> tuple[pa.Table, dict[str, float]]:
     """The evaluate table (schemas.EVALUATE) written under `out`, and its summary metrics."""
-    heldout = prompts.filter(pc.equal(prompts["split"], "heldout")).select(["prompt_id", "prompt"])
+    heldout = split_prompts(prompts, "heldout")
     sft = _policy_samples(heldout, sft_path, cfg, ref_path=None)
     aligned = _policy_samples(heldout, aligned_path, cfg, ref_path=ref_path)
     if sft.num_rows != aligned.num_rows:

@@ -143,7 +143,10 @@ def train_loop(loop_config: dict) -> None:
                 ray.train.report(step_stats)
                 accumulated, started = [], time.perf_counter()
     if not history:
-        raise RuntimeError("training saw no batch: the pairs dataset is empty on this worker")
+        raise RuntimeError(
+            f"no optimizer step: this worker saw {len(accumulated)} micro-batch(es) of pairs, fewer than "
+            f"train.gradient_accumulation_steps={cfg.gradient_accumulation_steps}; lower it, lower "
+            "train.micro_batch_size or train.resources.num_workers, or produce more pairs")
     with tempfile.TemporaryDirectory() as tmp:
         _save_hf(engine, tokenizer, Path(tmp), ctx.get_world_rank(), cfg.zero_stage)
         checkpoint = None

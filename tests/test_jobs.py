@@ -1,0 +1,101 @@
+"""`rayalign submit` and `rayalign jobs` against a real Ray head on 127.0.0.1 (Jobs API)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from rayalign.cli import main
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.e2e
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A separate Ray head (own ports and temp dir) with the dashboard's Jobs API; no token auth."""
+    from ray.job_submission import JobSubmissionClient
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # head and client alike (Ray 2.60 defaults to token auth)
+    temp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    dashboard = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # As on a real cluster, the Python that runs Ray (and has rayalign's dependencies) is `python`.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    subprocess.run([RAY, "start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
+                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                    "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+                   env=env, check=True, timeout=180, capture_output=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            JobSubmissionClient(address)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    yield address
+    # Stop only this head's processes: `ray stop` would also end the tests' in-process Ray.
+    for line in subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout.split():
+        try:
+            os.kill(int(line), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(temp, ignore_errors=True)
+    if saved is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = saved
+
+
+def test_tiny_pipeline_succeeds_as_a_job(ray_head, tiny_model, prompts_file, tmp_path, capsys):
+    run_dir = tmp_path / "job-run"
+    code = main(["submit", "default", *tiny_overrides(tiny_model, prompts_file), "--address", ray_head,
+                 "--run-dir", str(run_dir), "--wait"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "SUCCEEDED" in out and "win rate of aligned over SFT" in out
+    assert (run_dir / "summary.json").is_file() and (run_dir / "train" / "model" / "config.json").is_file()
+
+
+def test_failing_job_reports_the_error_and_exits_non_zero(ray_head, tiny_model, tmp_path, capsys):
+    # Valid locally, wrong on the cluster: the prompts file does not exist there.
+    code = main(["submit", "default", f"model.policy={tiny_model}", f"data.prompts={tmp_path}/gone.jsonl",
+                 "--address", ray_head, "--run-dir", str(tmp_path / "r"), "--wait"])
+    out = capsys.readouterr().out
+    assert code == 1 and "FAILED" in out and "gone.jsonl" in out and "does not exist" in out
+    job_id = out.split("submitted job ")[1].split()[0]
+    assert main(["jobs", "status", job_id, "--address", ray_head]) == 1
+    assert capsys.readouterr().out.strip() == "FAILED"
+    assert main(["jobs", "logs", job_id, "--address", ray_head]) == 1
+    assert "does not exist" in capsys.readouterr().out
+
+
+def test_config_typo_fails_before_submission(ray_head, capsys):
+    assert main(["submit", "default", "sample.kk=3", "--address", ray_head]) == 2
+    assert "did you mean 'k'" in capsys.readouterr().err
+
+
+def test_unreachable_jobs_api(capsys):
+    port = free_port()  # nothing listens there
+    assert main(["submit", "default", "--address", f"http://127.0.0.1:{port}"]) == 1
+    assert "cannot reach the Ray Jobs API" in capsys.readouterr().err
