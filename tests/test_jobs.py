@@ -41,7 +41,12 @@ def ray_head():
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     subprocess.run([RAY, "start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                    "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+                    "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats",
+                    # Ports of its own: the tests' in-process Ray already holds Ray's default agent ports.
+                    *(f"--{flag}={free_port()}" for flag in (
+                        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                        "runtime-env-agent-port", "node-manager-port", "object-manager-port",
+                        "ray-client-server-port"))],
                    env=env, check=True, timeout=180, capture_output=True)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.monotonic() + 60
