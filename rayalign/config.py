@@ -100,15 +100,10 @@ class ScoreConfig(Section):
         "vader", description="'vader': VADER compound sentiment in [-1, 1]; 'reward_model': an HF checkpoint."
     )
     reward_model_path: str | None = Field(
-        None, description="HF sequence-classification checkpoint, for reward: reward_model."
+        None, description="HF sequence-classification checkpoint, for reward: reward_model; default: the "
+        "reward_model stage's (reward_model.enabled)."
     )
     resources: ActorResources = Field(default_factory=lambda: ActorResources(batch_size=64))
-
-    @model_validator(mode="after")
-    def _needs_path(self) -> ScoreConfig:
-        if self.reward == "reward_model" and not self.reward_model_path:
-            raise ValueError("reward: reward_model needs score.reward_model_path=<checkpoint dir>")
-        return self
 
 
 class SelectConfig(Section):
@@ -130,8 +125,12 @@ class SelectConfig(Section):
     rso_pairing: Literal["tournament", "first_round"] = Field(
         "tournament", description="RSO: pair accepted samples as a tournament (n − 1) or first round (n/2)."
     )
-    judge: Literal["reward"] = Field(
-        "reward", description="pairwise_ranking: the comparison; 'reward' is P(a ≻ b) = σ(r_a − r_b)."
+    judge: Literal["reward", "reward_model"] = Field(
+        "reward", description="pairwise_ranking: the comparison, P(a ≻ b) = σ(r_a − r_b); 'reward' takes r from "
+        "the score stage, 'reward_model' from select.judge_model_path (or the trained reward model)."
+    )
+    judge_model_path: str | None = Field(
+        None, description="Reward-model checkpoint of the 'reward_model' judge; default: the reward_model stage's."
     )
     min_perplexity: float | None = Field(
         None, gt=0, description="Drop candidates whose perplexity under the sampling policy is below this."
@@ -157,11 +156,38 @@ class TrainResources(Section):
     cpus_per_worker: float = Field(1, ge=0, description="CPUs Ray reserves per worker.")
     torch_threads: int | None = Field(None, ge=1, description="Torch threads per worker; default: Ray's, one per CPU.")
     storage_path: str | None = Field(
-        None, description="Ray Train storage (shared on multi-node clusters); default: <run_dir>/ray_train."
+        None, description="Ray Train storage for checkpoints (shared on multi-node clusters: a path on shared "
+        "disk, s3:// or gs://); default: <run_dir>/ray_train."
+    )
+    max_failures: int = Field(
+        0, ge=-1, description="Worker-group restarts Ray Train attempts after a worker dies, each resuming from the "
+        "last checkpoint (train.checkpoint_every_steps); -1 = unlimited."
     )
 
 
-class TrainConfig(Section):
+class TrainerConfig(Section):
+    """Optimisation, checkpoints and workers shared by every training stage (sft, reward_model, train)."""
+
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    epochs: int = Field(1, ge=1, description="Passes over the training data.")
+    micro_batch_size: int = Field(8, ge=1, description="Examples (pairs, for preference data) per worker per "
+                                  "forward/backward.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
+    bf16: bool = Field(False, description="Train in bf16 (DeepSpeed bf16 mode).")
+    seed: int = Field(0, description="Shuffle and init seed.")
+    checkpoint_every_steps: int = Field(
+        0, ge=0, description="Save a resumable DeepSpeed checkpoint every N optimizer steps (0: only the final "
+        "model). A killed stage, rerun, continues from the last one."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Resumable checkpoints kept (the newest N).")
+    resources: TrainResources = Field(default_factory=TrainResources)
+
+
+class TrainConfig(TrainerConfig):
     loss: Literal["dpo", "ipo", "slic", "hinge_norm"] = Field("dpo", description="Preference loss (docs/methods.md).")
     beta: float = Field(0.1, gt=0, description="DPO and IPO β.")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Conservative-DPO label smoothing ε.")
@@ -173,17 +199,56 @@ class TrainConfig(Section):
         0.0, ge=0, description="Weight λ of the budget regulariser λ·max(0, log π_ref(y_w) − log π(y_w) − b); 0 = off."
     )
     budget: float = Field(0.0, ge=0, description="Budget b (nats) the chosen log-likelihood may fall below the reference.")
-    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    epochs: int = Field(1, ge=1, description="Passes over the pairs.")
-    micro_batch_size: int = Field(8, ge=1, description="Pairs per worker per forward/backward.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
-    bf16: bool = Field(False, description="Train in bf16 (DeepSpeed bf16 mode).")
-    seed: int = Field(0, description="Shuffle and init seed.")
-    resources: TrainResources = Field(default_factory=TrainResources)
+
+
+class TextTrainerConfig(TrainerConfig):
+    """A training stage that tokenizes text itself (sft, reward_model)."""
+
+    max_seq_len: int = Field(256, ge=2, description="Longer prompt+response sequences are cut to this many tokens.")
+
+
+class SFTConfig(TextTrainerConfig):
+    """Supervised fine-tuning of model.policy before sampling; its model becomes the policy and reference."""
+
+    enabled: bool = Field(False, description="Run the sft stage.")
+    data: str = Field(
+        "builtin:movie_reviews",
+        description="Demonstrations: 'builtin:NAME' (rayalign/assets/sft) or a .jsonl/.parquet file with columns "
+        "prompt and response (prompt raw: data.instruction and the chat template are applied to it).",
+    )
+    length_bucketing: bool = Field(
+        True, description="Batch examples of similar length together so padding does not dominate."
+    )
+
+
+class LabelConfig(Section):
+    """Synthetic preference labels: a gold reward judges sampled pairs under Bradley-Terry noise."""
+
+    k: int = Field(4, ge=2, description="Responses sampled per prompt (train and held-out prompts) to label.")
+    pairs_per_prompt: int = Field(4, ge=1, description="Random distinct pairs labelled per prompt.")
+    gold_reward: Literal["vader"] = Field("vader", description="Reward that stands in for the human annotator.")
+    temperature: float = Field(
+        0.1, ge=0, description="Bradley-Terry noise: P(a preferred) = σ((g_a − g_b)/temperature); 0 = noiseless."
+    )
+    seed: int = Field(0, description="Seed of pair choice and label draws, and of the label sampling.")
+
+
+class RewardModelConfig(TextTrainerConfig):
+    """Bradley-Terry reward-model training; its checkpoint is what the score stage uses."""
+
+    enabled: bool = Field(False, description="Run the reward_model stage (and label stages when data is 'label').")
+    data: str = Field(
+        "label",
+        description="'label': pairs from the label stage; or a .jsonl/.parquet file with prompt, chosen, rejected "
+        "(prompt raw) and optionally split ('train'/'heldout').",
+    )
+    base_model: str | None = Field(
+        None, description="Backbone checkpoint (built-in name or HF directory); default: the policy, after SFT "
+        "when sft runs. A one-output score head is added on top."
+    )
+    heldout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of a preference file's pairs held out when it has no split column."
+    )
 
 
 class EvaluateConfig(Section):
@@ -199,6 +264,10 @@ class TrackingConfig(Section):
 
 class RayConfig(Section):
     address: str | None = Field(None, description="Ray cluster address; default: start or join a local Ray.")
+    resource_wait_s: float = Field(
+        0, ge=0, description="Before a stage starts, wait this long for the cluster (or its autoscaler) to offer "
+        "the CPUs/GPUs the stage asks for, then fail naming what is missing; 0 = fail at once."
+    )
 
 
 class RunConfig(Section):
@@ -209,6 +278,9 @@ class RunConfig(Section):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
+    sft: SFTConfig = Field(default_factory=lambda: SFTConfig(learning_rate=2e-5))
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    reward_model: RewardModelConfig = Field(default_factory=lambda: RewardModelConfig(learning_rate=5e-5))
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -217,6 +289,16 @@ class RunConfig(Section):
     def needs_reference(self) -> bool:
         """Whether any stage's training uses log π_ref (SLiC alone does not)."""
         return self.train.loss != "slic" or self.train.budget_lambda > 0
+
+    @model_validator(mode="after")
+    def _reward_model_source(self) -> RunConfig:
+        if self.score.reward == "reward_model" and not (self.score.reward_model_path or self.reward_model.enabled):
+            raise ValueError("score.reward=reward_model needs score.reward_model_path=<checkpoint dir> or "
+                             "reward_model.enabled=true")
+        if self.select.judge == "reward_model" and not (self.select.judge_model_path or self.reward_model.enabled):
+            raise ValueError("select.judge=reward_model needs select.judge_model_path=<checkpoint dir> or "
+                             "reward_model.enabled=true")
+        return self
 
     @model_validator(mode="after")
     def _reuse_needs_plain_sampling(self) -> RunConfig:
@@ -322,6 +404,11 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
 
 def flatten(config: BaseModel) -> dict[str, Any]:
     """The config as {'section.key': value}, for MLflow params."""
+    return flatten_dict(config.model_dump(mode="json"))
+
+
+def flatten_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """A nested dict as {'a.b.c': value}."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -331,7 +418,7 @@ def flatten(config: BaseModel) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", config.model_dump(mode="json"))
+    walk("", data)
     return out
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,36 +16,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from rayalign.config import RunConfig
+from rayalign.context import RunContext, StageError
 from rayalign.data import schemas
 from rayalign.data.prompts import build_prompts_table, split_prompts
 from rayalign.data.ray_io import map_with_actors, read_stage, write
-from rayalign.data.store import StageStore, parquet_rows, read_table
+from rayalign.data.store import parquet_rows, read_table
 from rayalign.evaluation.evaluate import evaluate
-from rayalign.models import cache_dir
+from rayalign.training.loop import read_history
+from rayalign.training.trainer import fit, throughput
 from rayalign.plots import reward_histogram, selection_histograms
 from rayalign.reference import ReferenceLogprobs
-from rayalign.rewards import scorer_for
+from rayalign.rewards import RewardModelScorer, scorer_for
 from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
-from rayalign.selection.pairs import pairs_table, stats_table
-from rayalign.tracking import Tracker
+from rayalign.selection.pairs import drop_pairs, explode_pairs, selection_table
 
 
-class StageError(RuntimeError):
-    """A stage that cannot produce its output, with the reason and the fix."""
-
-
-@dataclass
-class RunContext:
-    cfg: RunConfig
-    run_dir: Path
-    store: StageStore
-    policy_path: str
-    reference_path: str
-    tracker: Tracker
-
-
-def _timed_write(ds: ray.data.Dataset, out: Path) -> tuple[int, float]:
+def timed_write(ds: ray.data.Dataset, out: Path) -> tuple[int, float]:
+    """Write `ds` into `out`: (rows, seconds)."""
     start = time.perf_counter()
     rows = write(ds, out)
     return rows, time.perf_counter() - start
@@ -62,23 +47,28 @@ def _token_metrics(table: pa.Table, seconds: float) -> dict[str, float]:
 def run_prompts(ctx: RunContext, out: Path) -> dict[str, float]:
     from transformers import AutoTokenizer
 
-    table = build_prompts_table(ctx.cfg.data, AutoTokenizer.from_pretrained(ctx.policy_path))
+    table = build_prompts_table(ctx.cfg.data, AutoTokenizer.from_pretrained(ctx.base_policy))
     pq.write_table(table, out / "prompts.parquet")
     train = pc.sum(pc.equal(table["split"], "train")).as_py()
     return {"rows": table.num_rows, "train_prompts": train, "heldout_prompts": table.num_rows - train}
 
 
-def run_sample(ctx: RunContext, out: Path) -> dict[str, float]:
+def sample_prompts(ctx: RunContext, prompts: pa.Table, out: Path, n: int, seed: int) -> dict[str, float]:
+    """Sample n responses per prompt row from the policy with vLLM actors into `out`; its metrics."""
     cfg = ctx.cfg
-    train = split_prompts(read_table(ctx.store.path("prompts")), "train")
-    ds = map_with_actors(ray.data.from_arrow(train), VLLMSampler,
-                         sampler_kwargs(ctx.policy_path, cfg.sample, cfg.model.dtype, n=cfg.sample.k,
-                                        seed=cfg.sample.seed), cfg.sample.resources)
-    rows, seconds = _timed_write(ds, out)
+    ds = map_with_actors(ray.data.from_arrow(prompts), VLLMSampler,
+                         sampler_kwargs(ctx.policy_path, cfg.sample, cfg.model.dtype, n=n, seed=seed),
+                         cfg.sample.resources)
+    rows, seconds = timed_write(ds, out)
     table = read_table(out)
     metrics = _token_metrics(table, seconds)
     metrics["truncated_fraction"] = pc.sum(pc.equal(table["finish_reason"], "length")).as_py() / max(rows, 1)
     return metrics
+
+
+def run_sample(ctx: RunContext, out: Path) -> dict[str, float]:
+    train = split_prompts(read_table(ctx.store.path("prompts")), "train")
+    return sample_prompts(ctx, train, out, ctx.cfg.sample.k, ctx.cfg.sample.seed)
 
 
 def _reuse_sampler_logprob(batch):
@@ -99,14 +89,14 @@ def run_reference(ctx: RunContext, out: Path) -> dict[str, float]:
     else:
         ds = map_with_actors(ds, ReferenceLogprobs, {"model_path": ctx.reference_path, "dtype": cfg.model.dtype},
                              cfg.reference.resources)
-    _, seconds = _timed_write(ds, out)
+    _, seconds = timed_write(ds, out)
     return _token_metrics(read_table(out), seconds)
 
 
 def run_score(ctx: RunContext, out: Path) -> dict[str, float]:
-    scorer, kwargs = scorer_for(ctx.cfg.score)
+    scorer, kwargs = scorer_for(ctx.cfg.score, ctx.reward_model_path)
     ds = map_with_actors(read_stage(ctx.store.path("reference")), scorer, kwargs, ctx.cfg.score.resources)
-    rows, seconds = _timed_write(ds, out)
+    rows, seconds = timed_write(ds, out)
     rewards = read_table(out)["reward"]
     mean = pc.mean(rewards).as_py()
     return {"rows": rows, "seconds": seconds, "reward_mean": mean, "reward_std": pc.stddev(rewards).as_py(),
@@ -115,11 +105,18 @@ def run_score(ctx: RunContext, out: Path) -> dict[str, float]:
 
 def run_select(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.select
-    groups = read_stage(ctx.store.path("score")).groupby("prompt_id")
-    ds = groups.map_groups(pairs_table, fn_kwargs={"cfg": cfg}, batch_format="pyarrow")
-    rows, seconds = _timed_write(ds, out)
+    scored = read_stage(ctx.store.path("score"))
+    if cfg.strategy == "pairwise_ranking" and cfg.judge == "reward_model":
+        scored = map_with_actors(scored, RewardModelScorer, {
+            "model_path": cfg.judge_model_path or ctx.trained_reward_model, "column": "judge_reward"},
+            ctx.cfg.score.resources)
+    start = time.perf_counter()
+    selection = scored.groupby("prompt_id").map_groups(selection_table, fn_kwargs={"cfg": cfg},
+                                                       batch_format="pyarrow").materialize()
+    rows = write(selection.map_batches(explode_pairs, batch_format="pyarrow"), out)
+    seconds = time.perf_counter() - start
     (out / "stats").mkdir()
-    write(groups.map_groups(stats_table, fn_kwargs={"cfg": cfg}, batch_format="pyarrow"), out / "stats")
+    write(selection.map_batches(drop_pairs, batch_format="pyarrow"), out / "stats")
     if rows == 0:
         gap = f"a reward gap above τ·logit(η) = {cfg.tau * math.log(cfg.eta / (1 - cfg.eta)):.3f}"
         raise StageError(
@@ -145,43 +142,17 @@ def run_select(ctx: RunContext, out: Path) -> dict[str, float]:
 
 
 def run_train(ctx: RunContext, out: Path) -> dict[str, float]:
-    from ray.train import RunConfig as TrainRunConfig
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from rayalign.training.preference import METRICS_FILE, train_loop
+    from rayalign.training.preference import train_loop
 
     cfg = ctx.cfg.train
-    res = cfg.resources
     pairs = read_stage(ctx.store.path("select")).random_shuffle(seed=cfg.seed)
-    # A local path or a URI Ray Train understands (s3://, gs://, ...); shared storage on clusters.
-    storage = res.storage_path or str((ctx.run_dir / "ray_train").resolve())
-    worker = {"CPU": res.cpus_per_worker, **({"GPU": 1} if res.use_gpu else {})}
-    name = f"train-{ctx.run_dir.name}-{int(time.time())}"
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"train": cfg.model_dump(mode="json"), "policy_path": ctx.policy_path,
-                           "use_reference": ctx.cfg.needs_reference(),
-                           "torch_extensions_dir": str(cache_dir() / "torch_extensions")},
-        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=worker),
-        run_config=TrainRunConfig(name=name, storage_path=storage),
-        datasets={"train": pairs},
-    )
     start = time.perf_counter()
-    result = trainer.fit()
-    seconds = time.perf_counter() - start
-    model_dir = out / "model"
-    result.checkpoint.to_directory(str(model_dir))
-    # The copy in the stage directory is the output; Ray Train's own copy is only for its restarts.
-    if "://" not in storage:
-        shutil.rmtree(Path(storage) / name, ignore_errors=True)
-    shutil.move(model_dir / METRICS_FILE, out / METRICS_FILE)
-    history = _train_history(out)
-    last, tokens = history[-1], sum(h["tokens"] for h in history)
-    return {"rows": parquet_rows(ctx.store.path("select")), "steps": len(history), "seconds": seconds, "final_loss": last["loss"],
+    history = fit(train_loop, {"model_path": ctx.policy_path, "use_reference": ctx.cfg.needs_reference()},
+                  cfg, pairs, ctx.train_name("train"), ctx.run_dir, out)
+    seconds, last = time.perf_counter() - start, history[-1]
+    return {"rows": parquet_rows(ctx.store.path("select")), "seconds": seconds, "final_loss": last["loss"],
             "final_reward_accuracy": last["reward_accuracy"], "final_reward_margin": last["reward_margin"],
-            "tokens_per_s": tokens / sum(h["tokens"] / h["tokens_per_s"] for h in history),
-            "stage_tokens_per_s": tokens / seconds}
+            **throughput(history, seconds)}
 
 
 def run_evaluate(ctx: RunContext, out: Path) -> dict[str, float]:
@@ -191,12 +162,6 @@ def run_evaluate(ctx: RunContext, out: Path) -> dict[str, float]:
     reward_histogram(table["sft_reward"].to_pylist(), table["aligned_reward"].to_pylist(),
                      out / "reward_distribution.png", ctx.cfg.evaluate.gold_reward)
     return {"rows": table.num_rows, **metrics}
-
-
-def _train_history(folder: Path) -> list[dict]:
-    from rayalign.training.preference import METRICS_FILE
-
-    return [json.loads(line) for line in (folder / METRICS_FILE).read_text().splitlines()]
 
 
 # Tracking of a committed stage directory: run after the stage, and again for a cached
@@ -212,9 +177,35 @@ def track_select(ctx: RunContext, folder: Path) -> None:
 
 
 def track_train(ctx: RunContext, folder: Path) -> None:
-    for row in _train_history(folder):
-        ctx.tracker.log_metrics({k: v for k, v in row.items() if k not in ("step", "epoch")}, "train/", row["step"])
+    log_history(ctx, "train", folder)
     ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
+    consumed = {"policy": ctx.policy_path}
+    if ctx.cfg.score.reward == "reward_model":
+        consumed["reward_model"] = ctx.reward_model_path
+    training_run(ctx, "train", folder, consumed, "select", "pairs")
+
+
+def log_history(ctx: RunContext, stage: str, folder: Path) -> None:
+    """A training stage's per-step metrics, as '<stage>/<metric>' series in the active MLflow run."""
+    for row in read_history(folder):
+        ctx.tracker.log_metrics({k: v for k, v in row.items() if k not in ("step", "epoch")}, f"{stage}/",
+                                row["step"])
+
+
+def training_run(ctx: RunContext, stage: str, folder: Path, consumed: dict[str, str], data_stage: str | None,
+                 data_name: str) -> None:
+    """A nested MLflow run for a training stage: its settings, step metrics, the dataset and
+    checkpoints it consumed and the checkpoint it produced, so chained runs link by lineage.
+    `data_stage` is the stage whose dataset it trained on (None: a file named in `consumed`)."""
+    if data_stage is not None:
+        consumed = {**consumed, "data": str(ctx.store.path(data_stage))}
+    with ctx.tracker.child_run(stage, params=getattr(ctx.cfg, stage).model_dump(mode="json"), consumed=consumed,
+                               produced={"model": str(folder / "model")}):
+        if data_stage is not None:
+            ctx.tracker.log_dataset(read_table(ctx.store.path(data_stage)), data_name, ctx.store.path(data_stage),
+                                    context="training")
+        log_history(ctx, stage, folder)
+        ctx.tracker.log_metrics(ctx.store.manifest(stage)["metrics"], f"{stage}/")
 
 
 def track_evaluate(ctx: RunContext, folder: Path) -> None:

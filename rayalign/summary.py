@@ -13,6 +13,14 @@ def build_summary(run_dir: Path, manifests: dict[str, dict], tracker) -> dict:
     """Summary of a finished pipeline from its stage manifests."""
     ev = manifests["evaluate"]["metrics"]
     run = tracker.mlflow.get_run(tracker.run_id)
+    chain = {}
+    if "reward_model" in manifests:
+        rm = manifests["reward_model"]["metrics"]
+        chain = {"reward_model": str(run_dir / "reward_model" / "model"),
+                 "rm_heldout_accuracy": rm["heldout_accuracy"],
+                 **({"rm_gold_agreement": rm["rm_gold_agreement"]} if "rm_gold_agreement" in rm else {})}
+    if "sft" in manifests:
+        chain["sft_model"] = str(run_dir / "sft" / "model")
     return {
         "sft_reward": ev["sft_reward"],
         "aligned_reward": ev["aligned_reward"],
@@ -28,6 +36,7 @@ def build_summary(run_dir: Path, manifests: dict[str, dict], tracker) -> dict:
         "mlflow_run_id": tracker.run_id,
         "mlflow_experiment_id": run.info.experiment_id,
         "tracking_uri": tracker.uri,
+        **chain,
     }
 
 
@@ -60,6 +69,12 @@ def format_summary(summary: dict) -> str:
         f"aligned    {summary['aligned_reward']:+.4f}",
         f"win rate of aligned over SFT: {summary['win_rate']:.3f}",
         f"mean per-sequence KL(aligned || reference): {summary['kl']:.3f} nats",
+    ]
+    if "rm_heldout_accuracy" in summary:
+        lines.append(f"reward model on held-out pairs: accuracy {summary['rm_heldout_accuracy']:.3f}"
+                     + (f", agreement with the gold reward {summary['rm_gold_agreement']:.3f}"
+                        if "rm_gold_agreement" in summary else ""))
+    lines += [
         "",
         f"run directory: {summary['run_dir']}",
         f"aligned model: {summary['aligned_model']}",

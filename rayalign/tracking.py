@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rayalign.config import RunConfig, fingerprint, flatten
+from rayalign.config import RunConfig, fingerprint, flatten, flatten_dict
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -87,8 +89,24 @@ class Tracker:
         dataset = mlflow.data.from_pandas(frame[scalar], source=str(source.resolve()), name=name)
         self.mlflow.log_input(dataset, context=context)
 
+    @contextmanager
+    def child_run(self, name: str, params: dict[str, Any], consumed: dict[str, str],
+                  produced: dict[str, str]) -> Iterator[str]:
+        """A nested run under the pipeline's run (e.g. one per training stage); yields its id.
+
+        Its tags `rayalign.consumed.*` and `rayalign.produced.*` name the checkpoints and
+        datasets it read and wrote: a run that consumed what another produced is its descendant.
+        """
+        with self.mlflow.start_run(run_name=name, nested=True, experiment_id=self.run.info.experiment_id) as run:
+            self.mlflow.log_params({k: str(v)[:6000] for k, v in flatten_dict(params).items()})
+            self.mlflow.set_tags({"rayalign.stage": name,
+                                  **{f"rayalign.consumed.{k}": v for k, v in consumed.items()},
+                                  **{f"rayalign.produced.{k}": v for k, v in produced.items()}})
+            yield run.info.run_id
+
     def set_tag(self, key: str, value: Any) -> None:
         self.mlflow.set_tag(key, value)
 
     def end(self, status: str = "FINISHED") -> None:
-        self.mlflow.end_run(status=status)
+        while self.mlflow.active_run() is not None:  # a failing child run first, then the pipeline's
+            self.mlflow.end_run(status=status)

@@ -90,6 +90,16 @@ def prompts_file(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def sft_file(tmp_path_factory) -> str:
+    """Demonstrations for the tiny model: each prompt answered with praise."""
+    path = tmp_path_factory.mktemp("sft") / "sft.jsonl"
+    praise = "great wonderful love amazing excellent beautiful brilliant fun happy best good superb".split()
+    path.write_text("".join(json.dumps({"prompt": p, "response": " ".join(praise[i % 5: i % 5 + 6])}) + "\n"
+                            for i, p in enumerate(PROMPTS)))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray instance shared by the tests that need one."""
     import ray

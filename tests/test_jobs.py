@@ -1,7 +1,9 @@
-"""`rayalign submit` and `rayalign jobs` against a real Ray head on 127.0.0.1 (Jobs API)."""
+"""`rayalign submit` and `rayalign jobs` against a real Ray head on 127.0.0.1 (Jobs API), tracking
+the job's run on a real MLflow tracking server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -72,14 +75,75 @@ def ray_head():
         os.environ["RAY_AUTH_MODE"] = saved
 
 
-def test_tiny_pipeline_succeeds_as_a_job(ray_head, tiny_model, prompts_file, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts in a folder of its own.
+
+    Started here but awaited by the test (wait_ready), so its start overlaps the Ray head's.
+    """
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)  # its own process group: the uvicorn worker goes down with it
+    uri = f"http://127.0.0.1:{port}"
+
+    def wait_ready(timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                return
+            except OSError:
+                assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not answer"
+                time.sleep(0.5)
+
+    yield {"uri": uri, "artifacts": root / "artifacts", "wait_ready": wait_ready}
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_model, prompts_file, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    uri = mlflow_server["uri"]
+    mlflow_server["wait_ready"]()
     run_dir = tmp_path / "job-run"
-    code = main(["submit", "default", *tiny_overrides(tiny_model, prompts_file), "--address", ray_head,
-                 "--run-dir", str(run_dir), "--wait"])
+    code = main(["submit", "default", *tiny_overrides(tiny_model, prompts_file), f"tracking.uri={uri}",
+                 "--address", ray_head, "--run-dir", str(run_dir), "--wait"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "SUCCEEDED" in out and "win rate of aligned over SFT" in out
     assert (run_dir / "summary.json").is_file() and (run_dir / "train" / "model" / "config.json").is_file()
+
+    # The job's run lives on the server: run, params, metrics, inputs, and artifacts in its store.
+    saved = json.loads((run_dir / "mlflow_run.json").read_text())
+    assert saved["tracking_uri"] == uri
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(saved["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["sample.k"] == "4" and run.data.params["tracking.uri"] == uri
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.data.metrics["win_rate"] == pytest.approx(summary["win_rate"])
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1
+    assert {"prompts", "pairs", "evaluation"} <= {d.dataset.name for d in run.inputs.dataset_inputs}
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    listed = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"summary.json", "config.yaml", "evaluation"} <= listed
+    stored = mlflow_server["artifacts"] / run.info.experiment_id / run.info.run_id / "artifacts"
+    assert json.loads((stored / "summary.json").read_text()) == summary
+    assert (stored / "evaluation" / "evaluate.parquet").is_file()
+    assert not (run_dir.parent / "mlartifacts").exists() and not (run_dir.parent / "mlflow.db").exists()
 
 
 def test_failing_job_reports_the_error_and_exits_non_zero(ray_head, tiny_model, tmp_path, capsys):

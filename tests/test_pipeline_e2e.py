@@ -10,11 +10,12 @@ import pytest
 
 from rayalign.config import load_config
 from rayalign.data.store import read_table
-from rayalign.pipeline import STAGES, run_pipeline
+from rayalign.pipeline import active_stages, run_pipeline
 from rayalign.stages import STAGE_SCHEMAS, StageError
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.e2e
+STAGES = active_stages(load_config("default"))
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +151,17 @@ def test_failing_stage_keeps_completed_outputs(first_run, tiny_model, prompts_fi
 
 @pytest.mark.parametrize("strategy,loss,extra,metric", [
     ("rso", "ipo", ["select.rso_num_samples=4", "train.ipo_token_mean=true"], "select/rso_acceptance_rate"),
-    ("pairwise_ranking", "slic", [], "select/comparisons_per_prompt"),
+    # A judge built on a (here random) reward model, scored once per candidate.
+    ("pairwise_ranking", "slic", ["select.judge=reward_model", "select.judge_model_path={rm}"],
+     "select/comparisons_per_prompt"),
     ("rs_dpo", "hinge_norm", ["train.budget_lambda=1.0", "select.max_perplexity=1e9"], "select/kept_fraction"),
 ])
-def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, prompts_file, strategy, loss, extra, metric):
+def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_reward_model, prompts_file, strategy,
+                                                loss, extra, metric):
     _, run_dir, _, _ = first_run
     cfg = load_config("default", tiny_overrides(tiny_model, prompts_file)
-                      + [f"select.strategy={strategy}", f"train.loss={loss}", *extra])
+                      + [f"select.strategy={strategy}", f"train.loss={loss}",
+                         *(e.format(rm=tiny_reward_model) for e in extra)])
     summary = run_pipeline(cfg, run_dir, log=lambda _: None)
     pairs = read_table(run_dir / "select")
     assert set(pairs["strategy"].to_pylist()) == {strategy} and pairs.num_rows == summary["pairs"] > 0

@@ -2,7 +2,7 @@ import pytest
 
 from rayalign.config import load_config
 from rayalign.data.store import StageStore
-from rayalign.pipeline import STAGES, stage_keys
+from rayalign.pipeline import active_stages, stage_keys
 
 
 def test_commit_swaps_in_the_new_output(tmp_path):
@@ -31,10 +31,27 @@ def test_failed_stage_leaves_previous_output_intact(tmp_path):
 
 def test_stage_keys_change_from_the_changed_stage_on():
     base = stage_keys(load_config("default"))
+    assert list(base) == list(active_stages(load_config("default")))
     changed = stage_keys(load_config("default", ["select.eta=0.9"]))
-    assert [s for s in STAGES if base[s] != changed[s]] == ["select", "train", "evaluate"]
+    assert [s for s in base if base[s] != changed[s]] == ["select", "train", "evaluate"]
     sampled = stage_keys(load_config("default", ["sample.k=4"]))
-    assert [s for s in STAGES if base[s] != sampled[s]] == list(STAGES[1:])
+    assert [s for s in base if base[s] != sampled[s]] == list(base)[1:]
+
+
+def test_chain_keys_follow_the_stage_graph():
+    chain = load_config("rs_dpo_chain")
+    base = stage_keys(chain)
+    assert list(base) == ["prompts", "sft", "label_sample", "label", "reward_model", "sample", "reference",
+                          "score", "select", "train", "evaluate"]
+    # A new reward model rescores the same samples: sampling and the reference stay cached.
+    rm = stage_keys(load_config("rs_dpo_chain", ["reward_model.learning_rate=1e-4"]))
+    assert [s for s in base if base[s] != rm[s]] == ["reward_model", "score", "select", "train", "evaluate"]
+    # A new SFT model invalidates everything downstream of it, but not the prompts.
+    sft = stage_keys(load_config("rs_dpo_chain", ["sft.epochs=2"]))
+    assert [s for s in base if base[s] == sft[s]] == ["prompts"]
+    # A preference file replaces the label stages.
+    from_file = stage_keys(load_config("rs_dpo_chain", ["reward_model.data=prefs.jsonl"]))
+    assert "label" not in from_file and "label_sample" not in from_file
 
 
 def test_resources_do_not_invalidate_outputs():

@@ -1,4 +1,4 @@
-"""Read and validate a prompt set, apply the chat template, split train/held-out."""
+"""Read and validate prompt sets and other JSONL/Parquet data files, apply the chat template, split."""
 
 from __future__ import annotations
 
@@ -16,41 +16,73 @@ from rayalign.data import schemas
 
 
 class PromptDataError(ValueError):
-    """A prompt file that is missing or malformed."""
+    """A data file (prompts, demonstrations, preferences) that is missing or malformed."""
+
+
+def builtin_sets(kind: str) -> list[str]:
+    """Names usable as 'builtin:NAME' for a kind of data: 'prompts', 'sft'."""
+    folder = resources.files("rayalign.assets").joinpath(kind)
+    return sorted(p.name.removesuffix(".jsonl") for p in folder.iterdir() if p.name.endswith(".jsonl"))
 
 
 def builtin_prompt_sets() -> list[str]:
     """Names usable as data.prompts=builtin:NAME."""
-    folder = resources.files("rayalign.assets").joinpath("prompts")
-    return sorted(p.name.removesuffix(".jsonl") for p in folder.iterdir() if p.name.endswith(".jsonl"))
+    return builtin_sets("prompts")
 
 
-def read_prompts(source: str) -> list[dict[str, str]]:
-    """Rows {prompt_id, prompt} from 'builtin:NAME', a .jsonl or a .parquet file, validated."""
+def read_records(source: str, kind: str, columns: tuple[str, ...], example: str) -> list[dict]:
+    """Rows of 'builtin:NAME' (rayalign/assets/<kind>), a .jsonl or a .parquet file whose `columns`
+    are all non-empty strings; errors name the file, the line and the fix (`example` is a valid row)."""
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
-        if name not in builtin_prompt_sets():
-            raise PromptDataError(f"no built-in prompt set {name!r}; built-in sets: {builtin_prompt_sets()}")
-        text = resources.files("rayalign.assets").joinpath("prompts", f"{name}.jsonl").read_text()
-        rows = _parse_jsonl(text, source)
+        if name not in builtin_sets(kind):
+            raise PromptDataError(f"no built-in {kind} set {name!r}; built-in sets: {builtin_sets(kind)}")
+        rows = _parse_jsonl(resources.files("rayalign.assets").joinpath(kind, f"{name}.jsonl").read_text(),
+                            source, example)
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise PromptDataError(f"prompts file {source!r} does not exist; set data.prompts to a .jsonl or "
-                                  ".parquet file, or builtin:movie_reviews")
+            raise PromptDataError(f"{kind} file {source!r} does not exist; give a .jsonl or .parquet file"
+                                  + (f" or one of builtin:{', builtin:'.join(builtin_sets(kind))}"
+                                     if builtin_sets(kind) else ""))
         if path.suffix == ".jsonl":
-            rows = _parse_jsonl(path.read_text(), source)
+            rows = _parse_jsonl(path.read_text(), source, example)
         elif path.suffix == ".parquet":
             try:
                 rows = pq.read_table(path).to_pylist()
             except (pa.ArrowInvalid, OSError) as exc:
-                raise PromptDataError(f"prompts file {source!r} is not a readable Parquet file: {exc}") from exc
+                raise PromptDataError(f"{kind} file {source!r} is not a readable Parquet file: {exc}") from exc
         else:
-            raise PromptDataError(f"prompts file {source!r}: use a .jsonl or .parquet file")
-    return _validated(rows, source)
+            raise PromptDataError(f"{kind} file {source!r}: use a .jsonl or .parquet file")
+    if not rows:
+        raise PromptDataError(f"{kind} file {source!r} holds no rows")
+    for i, row in enumerate(rows):
+        where = f"{source}, line {row['_line']}" if "_line" in row else f"{source}, row {i}"
+        row["_where"] = where
+        for column in columns:
+            if column not in row:
+                raise PromptDataError(f"{where}: missing column {column!r} (has "
+                                      f"{sorted(k for k in row if not k.startswith('_'))}); rows look like {example}")
+            value = row[column]
+            if not isinstance(value, str) or not value.strip():
+                raise PromptDataError(f"{where}: empty {column}; remove the row or give it text")
+    return rows
 
 
-def _parse_jsonl(text: str, source: str) -> list[dict]:
+def read_prompts(source: str) -> list[dict[str, str]]:
+    """Rows {prompt_id, prompt} from 'builtin:NAME', a .jsonl or a .parquet file, validated."""
+    rows = read_records(source, "prompts", ("prompt",), '{"prompt_id": "...", "prompt": "..."}')
+    out, seen = [], set()
+    for i, row in enumerate(rows):
+        prompt_id = str(row["prompt_id"]) if row.get("prompt_id") is not None else f"prompt-{i:06d}"
+        if prompt_id in seen:
+            raise PromptDataError(f"{row['_where']}: duplicate prompt_id {prompt_id!r}; prompt ids must be unique")
+        seen.add(prompt_id)
+        out.append({"prompt_id": prompt_id, "prompt": row["prompt"]})
+    return out
+
+
+def _parse_jsonl(text: str, source: str, example: str) -> list[dict]:
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -59,7 +91,7 @@ def _parse_jsonl(text: str, source: str) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PromptDataError(f"{source}, line {lineno}: not valid JSON ({exc.msg}); "
-                                  'each line must be {"prompt_id": "...", "prompt": "..."}') from None
+                                  f"each line must be {example}") from None
         if not isinstance(row, dict):
             raise PromptDataError(f"{source}, line {lineno}: expected a JSON object, got {type(row).__name__}")
         row["_line"] = lineno
@@ -67,26 +99,7 @@ def _parse_jsonl(text: str, source: str) -> list[dict]:
     return rows
 
 
-def _validated(rows: list[dict], source: str) -> list[dict[str, str]]:
-    if not rows:
-        raise PromptDataError(f"prompts file {source!r} holds no prompts")
-    out, seen = [], set()
-    for i, row in enumerate(rows):
-        where = f"{source}, line {row['_line']}" if "_line" in row else f"{source}, row {i}"
-        if "prompt" not in row:
-            raise PromptDataError(f"{where}: missing column 'prompt' (has {sorted(k for k in row if k != '_line')})")
-        prompt = row["prompt"]
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise PromptDataError(f"{where}: empty prompt; remove the row or give it text")
-        prompt_id = str(row["prompt_id"]) if row.get("prompt_id") is not None else f"prompt-{i:06d}"
-        if prompt_id in seen:
-            raise PromptDataError(f"{where}: duplicate prompt_id {prompt_id!r}; prompt ids must be unique")
-        seen.add(prompt_id)
-        out.append({"prompt_id": prompt_id, "prompt": prompt})
-    return out
-
-
-def _in_heldout(prompt_id: str, fraction: float, seed: int) -> bool:
+def in_heldout(prompt_id: str, fraction: float, seed: int) -> bool:
     # Hash-based so a prompt's split never depends on the file's order or size.
     digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
@@ -99,7 +112,7 @@ def build_prompts_table(config: DataConfig, tokenizer) -> pa.Table:
     counts = {"train": 0, "heldout": 0}
     out = []
     for row in rows:
-        split = "heldout" if _in_heldout(row["prompt_id"], config.heldout_fraction, config.seed) else "train"
+        split = "heldout" if in_heldout(row["prompt_id"], config.heldout_fraction, config.seed) else "train"
         if caps[split] is not None and counts[split] >= caps[split]:
             continue
         counts[split] += 1

@@ -15,10 +15,8 @@ from rayalign.data.prompts import split_prompts
 from rayalign.data.ray_io import map_with_actors
 from rayalign.evaluation.metrics import mean, win_rate
 from rayalign.reference import ReferenceLogprobs
-from rayalign.rewards import VaderReward
+from rayalign.rewards import GOLD_REWARDS
 from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
-
-GOLD_REWARDS = {"vader": VaderReward}
 
 
 def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, ref_path: str | None) -> pa.Table:

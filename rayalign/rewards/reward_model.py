@@ -12,9 +12,10 @@ from rayalign.rewards.vader import append_reward
 
 
 class RewardModelScorer:
-    """Callable class for map_batches: reward = r(prompt + response) from the checkpoint's head."""
+    """Callable class for map_batches: `column` (default reward) = r(prompt + response) from the checkpoint's head."""
 
-    def __init__(self, model_path: str, batch_size: int = 16, torch_threads: int | None = None):
+    def __init__(self, model_path: str, batch_size: int = 16, torch_threads: int | None = None,
+                 column: str = "reward"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         set_torch_threads(torch_threads)
@@ -31,7 +32,7 @@ class RewardModelScorer:
         # The score is read at the last non-pad token, which needs the pad id on the config.
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.name = Path(model_path).name
-        self.batch_size = batch_size
+        self.batch_size, self.column = batch_size, column
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
@@ -45,4 +46,6 @@ class RewardModelScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rewards = self.score(batch.column("prompt").to_pylist(), batch.column("response").to_pylist())
+        if self.column != "reward":  # an extra score beside the stage's reward (e.g. a judge's)
+            return batch.append_column(pa.field(self.column, pa.float64()), pa.array(rewards, pa.float64()))
         return append_reward(batch, rewards, self.name)

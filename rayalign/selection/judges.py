@@ -23,7 +23,19 @@ class RewardJudge:
         return 1.0 / (1.0 + math.exp(b["reward"] - a["reward"]))
 
 
-JUDGES: dict[str, Callable[[], PairwiseJudge]] = {"reward": RewardJudge}
+class RewardModelJudge:
+    """Bradley-Terry on a separate reward model's scores: P(a ≻ b) = σ(r_a − r_b).
+
+    The select stage scores every candidate once with the judge's reward model (an actor
+    pool, column `judge_reward`), so ranking k candidates costs k forward passes, not one
+    per comparison.
+    """
+
+    def prob(self, a: dict[str, Any], b: dict[str, Any]) -> float:
+        return 1.0 / (1.0 + math.exp(b["judge_reward"] - a["judge_reward"]))
+
+
+JUDGES: dict[str, Callable[[], PairwiseJudge]] = {"reward": RewardJudge, "reward_model": RewardModelJudge}
 
 
 def register_judge(name: str, factory: Callable[[], PairwiseJudge]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rayalign.config import SelectConfig
 from rayalign.data import schemas
@@ -78,8 +79,12 @@ def _sorted_rows(group: pa.Table) -> list[dict[str, Any]]:
 
 def pairs_for_prompt(rows: list[dict[str, Any]], cfg: SelectConfig) -> list[dict[str, Any]]:
     """Pair rows (schemas.PAIRS) from the scored sample rows of one prompt, in sample order."""
+    return _pair_rows(rows, select_pairs(rows, cfg).pairs, cfg)
+
+
+def _pair_rows(rows: list[dict[str, Any]], pairs: list[tuple[int, int]], cfg: SelectConfig) -> list[dict[str, Any]]:
     out = []
-    for c, r in select_pairs(rows, cfg).pairs:
+    for c, r in pairs:
         chosen, rejected = rows[c], rows[r]
         out.append({
             "prompt_id": chosen["prompt_id"], "prompt": chosen["prompt"],
@@ -93,15 +98,29 @@ def pairs_for_prompt(rows: list[dict[str, Any]], cfg: SelectConfig) -> list[dict
     return out
 
 
-def pairs_table(group: pa.Table, cfg: SelectConfig) -> pa.Table:
-    """map_groups function: all scored samples of one prompt in, its pairs out."""
-    return pa.Table.from_pylist(pairs_for_prompt(_sorted_rows(group), cfg), schema=schemas.PAIRS)
+SELECTION = STATS.append(pa.field("pair_rows", pa.list_(pa.struct(list(schemas.PAIRS)))))
 
 
-def stats_table(group: pa.Table, cfg: SelectConfig) -> pa.Table:
-    """map_groups function: one row of selection statistics per prompt (STATS)."""
+def selection_table(group: pa.Table, cfg: SelectConfig) -> pa.Table:
+    """map_groups function: all scored samples of one prompt in; one row out with the prompt's
+    selection statistics (STATS) and its pairs (schemas.PAIRS rows) in `pair_rows`, so the
+    selection runs once per prompt for both outputs."""
     rows = _sorted_rows(group)
     sel = select_pairs(rows, cfg)
     return pa.Table.from_pylist([{"prompt_id": rows[0]["prompt_id"], "candidates": sel.candidates,
                                   "kept": sel.kept, "accepted": sel.accepted, "comparisons": sel.comparisons,
-                                  "pairs": len(sel.pairs)}], schema=STATS)
+                                  "pairs": len(sel.pairs), "pair_rows": _pair_rows(rows, sel.pairs, cfg)}],
+                                schema=SELECTION)
+
+
+def explode_pairs(batch: pa.Table) -> pa.Table:
+    """map_batches function: SELECTION rows in, their pairs (schemas.PAIRS) out."""
+    flat = pc.list_flatten(batch["pair_rows"])
+    if len(flat) == 0:
+        return schemas.PAIRS.empty_table()
+    return pa.Table.from_struct_array(flat).cast(schemas.PAIRS)
+
+
+def drop_pairs(batch: pa.Table) -> pa.Table:
+    """map_batches function: SELECTION rows in, the statistics (STATS) out."""
+    return batch.drop_columns(["pair_rows"])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rayalign.config import TrainConfig
+from rayalign.config import TrainerConfig
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
+def deepspeed_config(cfg: TrainerConfig, world_size: int) -> dict:
     """ZeRO stage, precision, AdamW and warm-up from the train config."""
     config = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,

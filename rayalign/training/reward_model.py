@@ -1,0 +1,56 @@
+"""Reward-model training: a one-output sequence-classification head on a causal-LM backbone,
+trained with the Bradley-Terry loss on (prompt, chosen, rejected) pairs."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from rayalign.config import RewardModelConfig
+from rayalign.losses import bradley_terry_loss
+from rayalign.training.loop import worker_fit
+
+
+def rm_batch_loss(model, batch: dict, device, tokenizer, max_seq_len: int) -> tuple[torch.Tensor, dict]:
+    """Mean Bradley-Terry loss of a micro-batch of pairs, and its statistics.
+
+    Sequences are prompt + response text tokenized together, as the reward-model scorer does,
+    cut from the left so the response survives truncation.
+    """
+    n = len(batch["prompt"])
+    texts = [p + c for p, c in zip(batch["prompt"], batch["chosen"])] + \
+            [p + r for p, r in zip(batch["prompt"], batch["rejected"])]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_seq_len,
+                    add_special_tokens=False).to(device)
+    rewards = model(**enc).logits[:, 0].float()
+    chosen, rejected = rewards[:n], rewards[n:]
+    losses = bradley_terry_loss(chosen, rejected)
+    with torch.no_grad():
+        stats = {"loss": losses.mean().item(), "accuracy": (chosen > rejected).float().mean().item(),
+                 "reward_margin": (chosen - rejected).mean().item(), "tokens": float(enc["attention_mask"].sum())}
+    return losses.mean(), stats
+
+
+def load_reward_model(path: str, tokenizer):
+    """A causal-LM (or reward-model) checkpoint with a one-output score head; the head is new for an LM."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    # The score is read at the last non-pad token, which needs the pad id on the config.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train worker entry point of the reward_model stage."""
+    cfg = RewardModelConfig.model_validate(loop_config["trainer"])
+
+    def build(tokenizer):
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.truncation_side = "left"
+        return load_reward_model(loop_config["model_path"], tokenizer), functools.partial(
+            rm_batch_loss, tokenizer=tokenizer, max_seq_len=cfg.max_seq_len)
+
+    worker_fit(loop_config, cfg, build)

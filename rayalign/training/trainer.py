@@ -1,0 +1,58 @@
+"""Driver side of a training stage: a Ray Train TorchTrainer whose run name and storage make a
+rerun of the same stage resume from its newest checkpoint, and the final HF model copied out."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+
+from rayalign.config import TrainerConfig
+from rayalign.models import cache_dir
+from rayalign.training.loop import METRICS_FILE, STATE_FILE, read_history
+
+
+def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dataset: ray.data.Dataset,
+        name: str, run_dir: Path, out: Path) -> list[dict]:
+    """Train with `loop` on Ray Train workers; write out/model (HF) and out/train_metrics.jsonl.
+
+    `name` must identify the stage's inputs and settings (its cache key): a rerun with the same
+    name continues from the newest checkpoint in storage, a changed config starts afresh.
+    Returns the per-step metrics.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as TrainRunConfig
+    from ray.train.torch import TorchTrainer
+
+    res = cfg.resources
+    # A local path or a URI Ray Train understands (s3://, gs://, ...); shared storage on clusters.
+    storage = res.storage_path or str((run_dir / "ray_train").resolve())
+    worker = {"CPU": res.cpus_per_worker, **({"GPU": 1} if res.use_gpu else {})}
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={**loop_config, "trainer": cfg.model_dump(mode="json"),
+                           "torch_extensions_dir": str(cache_dir() / "torch_extensions")},
+        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=worker),
+        run_config=TrainRunConfig(name=name, storage_path=storage,
+                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                                  failure_config=FailureConfig(max_failures=res.max_failures)),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    model_dir = out / "model"
+    result.checkpoint.to_directory(str(model_dir))
+    shutil.move(model_dir / METRICS_FILE, out / METRICS_FILE)
+    (model_dir / STATE_FILE).unlink()
+    # The stage directory now holds the output; Ray Train's copy only served restarts.
+    if "://" not in storage:
+        shutil.rmtree(Path(storage) / name, ignore_errors=True)
+    return read_history(out)
+
+
+def throughput(history: list[dict], seconds: float) -> dict[str, float]:
+    """Tokens/s over the optimizer steps alone, and over the whole stage."""
+    tokens = sum(h["tokens"] for h in history)
+    return {"tokens_per_s": tokens / max(sum(h["tokens"] / h["tokens_per_s"] for h in history), 1e-9),
+            "stage_tokens_per_s": tokens / max(seconds, 1e-9), "steps": len(history)}

@@ -1,0 +1,125 @@
+"""SFT labels and batching, Bradley-Terry labels and loss, preference and demonstration files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow as pa
+import pytest
+import torch
+
+from rayalign.config import DataConfig, LabelConfig, SFTConfig
+from rayalign.data.labels import gold_agreement, label_group, prefers_first
+from rayalign.data.preferences import read_preferences
+from rayalign.data.prompts import PromptDataError
+from rayalign.data.sft_data import build_sft_table
+from rayalign.logprobs import pad_batch
+from rayalign.losses import bradley_terry_loss
+from rayalign.training.sft import IGNORE_INDEX, length_bucketed_order, sft_labels
+
+
+def test_sft_labels_mask_prompt_and_padding():
+    ids, _, response = pad_batch([[5, 6, 7], [5]], [[8, 9], [10, 11, 12]], pad_id=0)
+    labels = sft_labels(ids, response)
+    assert labels.tolist() == [[-100, -100, -100, 8, 9], [-100, 10, 11, 12, -100]]
+    assert IGNORE_INDEX == -100
+
+
+def test_length_bucketing_groups_similar_lengths():
+    lengths = [(i * 37) % 100 for i in range(256)]
+    order = length_bucketed_order(lengths, batch_size=8, seed=0)
+    assert sorted(order) == list(range(256))  # a permutation: nothing lost or repeated
+    spread = [max(lengths[i] for i in order[j:j + 8]) - min(lengths[i] for i in order[j:j + 8])
+              for j in range(0, 256, 8)]
+    shuffled = [max(lengths[j:j + 8]) - min(lengths[j:j + 8]) for j in range(0, 256, 8)]
+    assert sum(spread) < sum(shuffled) / 4
+    # Batches are not in length order (training would see a length curriculum).
+    firsts = [lengths[order[j]] for j in range(0, 256, 8)]
+    assert firsts != sorted(firsts)
+
+
+def test_length_bucketing_keeps_the_partial_batch_last():
+    order = length_bucketed_order([3, 1, 2, 9, 8], batch_size=2, seed=1, window_batches=1)
+    assert len(order) == 5 and sorted(order) == list(range(5))
+    assert len({order[-1]}) == 1  # the odd row out closes the order, so the full batches stay aligned
+
+
+def test_bradley_terry_loss_hand_computed():
+    loss = bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0]))
+    assert loss.tolist() == pytest.approx([math.log(1 + math.exp(-2.0)), math.log(2.0)])
+
+
+def test_bradley_terry_labels_follow_the_gold_gap():
+    # σ((0.6 − 0.4)/0.1) = σ(2) = 0.8808: a draw below prefers a, above prefers b.
+    assert prefers_first(0.6, 0.4, 0.1, u=0.88) and not prefers_first(0.6, 0.4, 0.1, u=0.89)
+    assert prefers_first(0.6, 0.4, 0.0, u=0.99) and not prefers_first(0.4, 0.6, 0.0, u=0.0)
+    assert prefers_first(0.5, 0.5, 0.0, u=0.49) and not prefers_first(0.5, 0.5, 0.0, u=0.51)
+
+
+def _group(rewards, responses=None):
+    n = len(rewards)
+    return pa.table({"prompt_id": ["p"] * n, "prompt": ["x"] * n, "sample_idx": list(range(n)),
+                     "response": responses or [f"r{i}" for i in range(n)], "reward": rewards})
+
+
+def test_label_group_noiseless_picks_distinct_pairs():
+    cfg = LabelConfig(pairs_per_prompt=10, temperature=0.0)
+    table = label_group(_group([0.1, 0.9, -0.5, 0.3]), cfg, {"p": "heldout"})
+    assert table.num_rows == 6  # all C(4, 2) pairs, capped at 10
+    rows = table.to_pylist()
+    assert all(r["chosen_gold"] > r["rejected_gold"] and r["split"] == "heldout" for r in rows)
+    # Identical responses make no pair; the cap holds.
+    assert label_group(_group([0.1, 0.9, 0.2], ["same", "same", "other"]), cfg, {"p": "train"}).num_rows == 2
+    assert label_group(_group([0.1, 0.9, -0.5, 0.3]), LabelConfig(pairs_per_prompt=2), {"p": "train"}).num_rows == 2
+
+
+def test_label_noise_flips_about_the_bradley_terry_share():
+    # Gap 0.1 at T = 0.1: P(correct) = σ(1) = 0.731.
+    cfg = LabelConfig(pairs_per_prompt=1, temperature=0.1)
+    flips = 0
+    for i in range(2000):
+        group = _group([0.5, 0.4]).set_column(0, "prompt_id", pa.array([f"p{i}"] * 2))
+        flips += label_group(group, cfg, {f"p{i}": "train"}).to_pylist()[0]["chosen_gold"] < 0.45
+    assert flips / 2000 == pytest.approx(1 - 0.7311, abs=0.03)
+
+
+def test_gold_agreement_skips_gold_ties():
+    assert gold_agreement([2, 0, 1], [1, 1, 0], [0.5, 0.2, 0.3], [0.1, 0.1, 0.3]) == 0.5
+
+
+def test_sft_table_appends_eos_and_truncates(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps({"prompt": "the film", "response": "was great"}) + "\n"
+                    + json.dumps({"prompt": "the plot " * 40, "response": "bad"}) + "\n")
+    data = DataConfig(chat_template=False, instruction="{prompt}")
+    table, dropped = build_sft_table(SFTConfig(data=str(path), max_seq_len=64), data, tok)
+    assert dropped == 1 and table.num_rows == 1
+    row = table.to_pylist()[0]
+    assert row["prompt_token_ids"] == tok("the film", add_special_tokens=False)["input_ids"]
+    assert row["response_token_ids"][-1] == tok.eos_token_id
+    short, _ = build_sft_table(SFTConfig(data=str(path), max_seq_len=len(row["prompt_token_ids"]) + 1), data, tok)
+    assert short.to_pylist()[0]["response_token_ids"] == row["response_token_ids"][:1]
+    with pytest.raises(PromptDataError, match="fits sft.max_seq_len"):
+        build_sft_table(SFTConfig(data=str(path), max_seq_len=8), DataConfig(chat_template=False,
+                                                                               instruction="{prompt} " * 20), tok)
+
+
+def test_preference_file_errors_name_the_problem(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    data = DataConfig(chat_template=False)
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text(json.dumps({"prompt": "a", "chosen": "b"}) + "\n")
+    with pytest.raises(PromptDataError, match="line 1: missing column 'rejected'"):
+        read_preferences(str(bad), data, 0.5, tok)
+    bad.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c", "split": "test"}) + "\n")
+    with pytest.raises(PromptDataError, match="split must be 'train' or 'heldout'"):
+        read_preferences(str(bad), data, 0.5, tok)
+    bad.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c", "split": "train"}) + "\n")
+    with pytest.raises(PromptDataError, match="no heldout pairs"):
+        read_preferences(str(bad), data, 0.5, tok)
