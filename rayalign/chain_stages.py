@@ -19,11 +19,10 @@ import ray
 from rayalign.context import RunContext, StageError
 from rayalign.data.labels import gold_agreement, label_group
 from rayalign.data.preferences import read_preferences
-from rayalign.data.ray_io import map_with_actors, read_stage
+from rayalign.data.ray_io import map_with_actors, read_stage, to_table
 from rayalign.data.sft_data import build_sft_table
 from rayalign.data.store import read_table
 from rayalign.evaluation.metrics import mean
-from rayalign.models import resolve_model
 from rayalign.rewards import GOLD_REWARDS, RewardModelScorer
 from rayalign.stages import timed_write, sample_prompts, training_run
 from rayalign.training.sft import length_bucketed_order
@@ -94,7 +93,7 @@ def score_pairs(pairs: pa.Table, model_path: str, ctx: RunContext) -> tuple[list
                      "response": pairs["chosen"].to_pylist() + pairs["rejected"].to_pylist()})
     ds = map_with_actors(ray.data.from_arrow(rows), RewardModelScorer, {"model_path": model_path},
                          ctx.cfg.score.resources)
-    scored = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("row")["reward"].to_pylist()
+    scored = to_table(ds).sort_by("row")["reward"].to_pylist()
     return scored[:n], scored[n:]
 
 
@@ -105,10 +104,9 @@ def run_reward_model(ctx: RunContext, out: Path) -> dict[str, float]:
     pairs = _preferences(ctx)
     train = pairs.filter(pc.equal(pairs["split"], "train"))
     heldout = pairs.filter(pc.equal(pairs["split"], "heldout"))
-    base = resolve_model(cfg.base_model) if cfg.base_model else ctx.policy_path
     start = time.perf_counter()
     data = ray.data.from_arrow(train.select(["prompt", "chosen", "rejected"])).random_shuffle(seed=cfg.seed)
-    history = fit(train_loop, {"model_path": base}, cfg, data, ctx.train_name("reward_model"), ctx.run_dir, out)
+    history = fit(train_loop, {"model_path": ctx.reward_model_backbone}, cfg, data, ctx.train_name("reward_model"), ctx.run_dir, out)
     seconds = time.perf_counter() - start
     chosen, rejected = score_pairs(heldout, str(out / "model"), ctx)
     heldout = heldout.append_column("chosen_score", pa.array(chosen, pa.float64())).append_column(
@@ -131,12 +129,11 @@ def track_sft(ctx: RunContext, folder: Path) -> None:
 
 
 def track_reward_model(ctx: RunContext, folder: Path) -> None:
-    cfg = ctx.cfg.reward_model
-    base = resolve_model(cfg.base_model) if cfg.base_model else ctx.policy_path
-    if cfg.data == "label":
-        training_run(ctx, "reward_model", folder, {"backbone": base}, "label", "preferences")
+    data, backbone = ctx.cfg.reward_model.data, ctx.reward_model_backbone
+    if data == "label":
+        training_run(ctx, "reward_model", folder, {"backbone": backbone}, "label", "preferences")
     else:
-        training_run(ctx, "reward_model", folder, {"backbone": base, "data": cfg.data}, None, "preferences")
+        training_run(ctx, "reward_model", folder, {"backbone": backbone, "data": data}, None, "preferences")
     ctx.tracker.set_tag("rayalign.reward_model", str(folder / "model"))
 
 

@@ -40,6 +40,12 @@ class RunContext:
         return self.cfg.score.reward_model_path or self.trained_reward_model
 
     @property
+    def reward_model_backbone(self) -> str:
+        """The reward model's starting checkpoint: reward_model.base_model or the (SFT) policy."""
+        base = self.cfg.reward_model.base_model
+        return resolve_model(base) if base else self.policy_path
+
+    @property
     def trained_reward_model(self) -> str:
         return str(self.store.path("reward_model") / "model")
 

@@ -1,4 +1,4 @@
-"""Thin Ray Data helpers: read a stage, fan a batch class out over an actor pool, write."""
+"""Thin Ray Data helpers: read a stage, fan a batch class out over an actor pool, collect, write."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import ray
 
 from rayalign.config import ActorResources
@@ -39,6 +40,11 @@ def map_with_actors(ds: ray.data.Dataset, fn_cls: type, kwargs: dict[str, Any],
         num_gpus=res.num_gpus,
         **extra,
     )
+
+
+def to_table(ds: ray.data.Dataset) -> pa.Table:
+    """Execute `ds` and return its rows as one Arrow table (for results small enough for the driver)."""
+    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
 
 
 def write(ds: ray.data.Dataset, folder: Path) -> int:

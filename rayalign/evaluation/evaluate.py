@@ -12,7 +12,7 @@ import ray
 from rayalign.config import RunConfig
 from rayalign.data import schemas
 from rayalign.data.prompts import split_prompts
-from rayalign.data.ray_io import map_with_actors
+from rayalign.data.ray_io import map_with_actors, to_table
 from rayalign.evaluation.metrics import mean, win_rate
 from rayalign.reference import ReferenceLogprobs
 from rayalign.rewards import GOLD_REWARDS
@@ -28,9 +28,7 @@ def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, ref_path
         ds = map_with_actors(ds, ReferenceLogprobs, {"model_path": ref_path, "dtype": cfg.model.dtype},
                              cfg.reference.resources)
     ds = map_with_actors(ds, GOLD_REWARDS[cfg.evaluate.gold_reward], {}, cfg.score.resources)
-    rows = ds.to_arrow_refs()
-    table = pa.concat_tables(ray.get(rows))
-    return table.sort_by([("prompt_id", "ascending"), ("sample_idx", "ascending")])
+    return to_table(ds).sort_by([("prompt_id", "ascending"), ("sample_idx", "ascending")])
 
 
 def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str, cfg: RunConfig,

@@ -16,26 +16,24 @@ class PairwiseJudge(Protocol):
         """P(a ≻ b) in [0, 1]."""
 
 
-class RewardJudge:
-    """Bradley-Terry on the scored rewards: P(a ≻ b) = σ(r_a − r_b)."""
+class BradleyTerryJudge:
+    """Bradley-Terry on a score column of the candidates: P(a ≻ b) = σ(r_a − r_b)."""
+
+    def __init__(self, column: str):
+        self.column = column
 
     def prob(self, a: dict[str, Any], b: dict[str, Any]) -> float:
-        return 1.0 / (1.0 + math.exp(b["reward"] - a["reward"]))
+        return 1.0 / (1.0 + math.exp(b[self.column] - a[self.column]))
 
 
-class RewardModelJudge:
-    """Bradley-Terry on a separate reward model's scores: P(a ≻ b) = σ(r_a − r_b).
-
-    The select stage scores every candidate once with the judge's reward model (an actor
-    pool, column `judge_reward`), so ranking k candidates costs k forward passes, not one
-    per comparison.
-    """
-
-    def prob(self, a: dict[str, Any], b: dict[str, Any]) -> float:
-        return 1.0 / (1.0 + math.exp(b["judge_reward"] - a["judge_reward"]))
-
-
-JUDGES: dict[str, Callable[[], PairwiseJudge]] = {"reward": RewardJudge, "reward_model": RewardModelJudge}
+JUDGES: dict[str, Callable[[], PairwiseJudge]] = {
+    # The score stage's reward.
+    "reward": lambda: BradleyTerryJudge("reward"),
+    # A separate reward model: the select stage scores every candidate once with it (an actor
+    # pool, column `judge_reward`), so ranking k candidates costs k forward passes, not one per
+    # comparison.
+    "reward_model": lambda: BradleyTerryJudge("judge_reward"),
+}
 
 
 def register_judge(name: str, factory: Callable[[], PairwiseJudge]) -> None:
