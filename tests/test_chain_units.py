@@ -123,3 +123,15 @@ def test_preference_file_errors_name_the_problem(tiny_model, tmp_path):
     bad.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c", "split": "train"}) + "\n")
     with pytest.raises(PromptDataError, match="no heldout pairs"):
         read_preferences(str(bad), data, 0.5, tok)
+
+
+def test_train_run_config_carries_checkpoints_restarts_and_storage(tmp_path):
+    from rayalign.config import TrainConfig
+    from rayalign.training.trainer import train_run_config
+
+    cfg = TrainConfig.model_validate({"keep_checkpoints": 3, "resources": {"max_failures": 2}})
+    run = train_run_config(cfg, "run-train-abc", tmp_path)
+    assert run.name == "run-train-abc" and run.storage_path == str((tmp_path / "ray_train").resolve())
+    assert run.checkpoint_config.num_to_keep == 3 and run.failure_config.max_failures == 2
+    shared = TrainConfig.model_validate({"resources": {"storage_path": "s3://bucket/train"}})
+    assert train_run_config(shared, "x", tmp_path).storage_path == "s3://bucket/train"

@@ -22,22 +22,19 @@ def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dat
     name continues from the newest checkpoint in storage, a changed config starts afresh.
     Returns the per-step metrics.
     """
-    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-    from ray.train import RunConfig as TrainRunConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
     res = cfg.resources
-    # A local path or a URI Ray Train understands (s3://, gs://, ...); shared storage on clusters.
-    storage = res.storage_path or str((run_dir / "ray_train").resolve())
     worker = {"CPU": res.cpus_per_worker, **({"GPU": 1} if res.use_gpu else {})}
+    run_config = train_run_config(cfg, name, run_dir)
+    storage = run_config.storage_path
     trainer = TorchTrainer(
         loop,
         train_loop_config={**loop_config, "trainer": cfg.model_dump(mode="json"),
                            "torch_extensions_dir": str(cache_dir() / "torch_extensions")},
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=worker),
-        run_config=TrainRunConfig(name=name, storage_path=storage,
-                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-                                  failure_config=FailureConfig(max_failures=res.max_failures)),
+        run_config=run_config,
         datasets={"train": dataset},
     )
     result = trainer.fit()
@@ -49,6 +46,18 @@ def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dat
     if "://" not in storage:
         shutil.rmtree(Path(storage) / name, ignore_errors=True)
     return read_history(out)
+
+
+def train_run_config(cfg: TrainerConfig, name: str, run_dir: Path):
+    """Ray Train's RunConfig for a stage: where checkpoints live, how many are kept, restarts."""
+    from ray.train import CheckpointConfig, FailureConfig
+    from ray.train import RunConfig as TrainRunConfig
+
+    # A local path or a URI Ray Train understands (s3://, gs://, ...); shared storage on clusters.
+    storage = cfg.resources.storage_path or str((run_dir / "ray_train").resolve())
+    return TrainRunConfig(name=name, storage_path=storage,
+                          checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                          failure_config=FailureConfig(max_failures=cfg.resources.max_failures))
 
 
 def throughput(history: list[dict], seconds: float) -> dict[str, float]:
