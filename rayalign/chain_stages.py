@@ -19,12 +19,14 @@ import ray
 from rayalign.context import RunContext, StageError
 from rayalign.data.labels import gold_agreement, label_group
 from rayalign.data.preferences import read_preferences
+from rayalign.data.prompts import build_prompts_table
 from rayalign.data.ray_io import map_with_actors, read_stage, to_table
 from rayalign.data.sft_data import build_sft_table
 from rayalign.data.store import read_table
 from rayalign.evaluation.metrics import mean
 from rayalign.rewards import GOLD_REWARDS, RewardModelScorer
 from rayalign.stages import timed_write, sample_prompts, training_run
+from rayalign.training.reward_model import distinct_index, prompt_grouped_order
 from rayalign.training.sft import length_bucketed_order
 from rayalign.training.trainer import fit, throughput
 
@@ -53,14 +55,25 @@ def run_sft(ctx: RunContext, out: Path) -> dict[str, float]:
             "padding_fraction": mean([h["padding_fraction"] for h in history]), **throughput(history, seconds)}
 
 
+def label_prompts(ctx: RunContext) -> pa.Table:
+    """The prompts whose samples are labelled: the run's, or as many of data.prompts as the
+    label.max_*_prompts caps allow (same train/held-out split)."""
+    cfg = ctx.cfg.label
+    caps = {k: v for k, v in {"max_train_prompts": cfg.max_train_prompts,
+                              "max_heldout_prompts": cfg.max_heldout_prompts}.items() if v is not None}
+    if not caps:
+        return read_table(ctx.store.path("prompts"))
+    return build_prompts_table(ctx.cfg.data.model_copy(update=caps), _tokenizer(ctx.base_policy))
+
+
 def run_label_sample(ctx: RunContext, out: Path) -> dict[str, float]:
-    prompts = read_table(ctx.store.path("prompts")).select(["prompt_id", "prompt"])
+    prompts = label_prompts(ctx).select(["prompt_id", "prompt"])
     return sample_prompts(ctx, prompts, out, ctx.cfg.label.k, ctx.cfg.label.seed)
 
 
 def run_label(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.label
-    prompts = read_table(ctx.store.path("prompts"))
+    prompts = label_prompts(ctx)
     splits = dict(zip(prompts["prompt_id"].to_pylist(), prompts["split"].to_pylist()))
     scored = map_with_actors(read_stage(ctx.store.path("label_sample")), GOLD_REWARDS[cfg.gold_reward], {},
                              ctx.cfg.score.resources)
@@ -87,14 +100,18 @@ def _preferences(ctx: RunContext) -> pa.Table:
 
 
 def score_pairs(pairs: pa.Table, model_path: str, ctx: RunContext) -> tuple[list[float], list[float]]:
-    """Reward-model scores of every pair's chosen and rejected response, in an actor pool."""
+    """Reward-model scores of every pair's chosen and rejected response (each distinct one scored once),
+    in an actor pool."""
     n = pairs.num_rows
-    rows = pa.table({"row": list(range(2 * n)), "prompt": pairs["prompt"].to_pylist() * 2,
-                     "response": pairs["chosen"].to_pylist() + pairs["rejected"].to_pylist()})
+    prompts = pairs["prompt"].to_pylist() * 2
+    distinct, index = distinct_index(list(zip(prompts, pairs["chosen"].to_pylist() + pairs["rejected"].to_pylist())))
+    rows = pa.table({"row": list(range(len(distinct))), "prompt": [p for p, _ in distinct],
+                     "response": [r for _, r in distinct]})
     ds = map_with_actors(ray.data.from_arrow(rows), RewardModelScorer, {"model_path": model_path},
                          ctx.cfg.score.resources)
     scored = to_table(ds).sort_by("row")["reward"].to_pylist()
-    return scored[:n], scored[n:]
+    scores = [scored[i] for i in index]
+    return scores[:n], scores[n:]
 
 
 def run_reward_model(ctx: RunContext, out: Path) -> dict[str, float]:
@@ -105,7 +122,11 @@ def run_reward_model(ctx: RunContext, out: Path) -> dict[str, float]:
     train = pairs.filter(pc.equal(pairs["split"], "train"))
     heldout = pairs.filter(pc.equal(pairs["split"], "heldout"))
     start = time.perf_counter()
-    data = ray.data.from_arrow(train.select(["prompt", "chosen", "rejected"])).random_shuffle(seed=cfg.seed)
+    train = train.select(["prompt", "chosen", "rejected"])
+    if cfg.group_by_prompt:
+        data = ray.data.from_arrow(train.take(prompt_grouped_order(train["prompt"].to_pylist(), cfg.seed)))
+    else:
+        data = ray.data.from_arrow(train).random_shuffle(seed=cfg.seed)
     history = fit(train_loop, {"model_path": ctx.reward_model_backbone}, cfg, data, ctx.train_name("reward_model"), ctx.run_dir, out)
     seconds = time.perf_counter() - start
     chosen, rejected = score_pairs(heldout, str(out / "model"), ctx)

@@ -231,6 +231,13 @@ class LabelConfig(Section):
         0.1, ge=0, description="Bradley-Terry noise: P(a preferred) = σ((g_a − g_b)/temperature); 0 = noiseless."
     )
     seed: int = Field(0, description="Seed of pair choice and label draws, and of the label sampling.")
+    max_train_prompts: int | None = Field(
+        None, ge=1, description="Training prompts of data.prompts whose samples are labelled; default: the run's "
+        "(data.max_train_prompts). A reward model needs more pairs than rejection sampling needs prompts."
+    )
+    max_heldout_prompts: int | None = Field(
+        None, ge=1, description="Held-out prompts whose labelled pairs check the reward model; default: the run's."
+    )
 
 
 class RewardModelConfig(TextTrainerConfig):
@@ -248,6 +255,10 @@ class RewardModelConfig(TextTrainerConfig):
     )
     heldout_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of a preference file's pairs held out when it has no split column."
+    )
+    group_by_prompt: bool = Field(
+        True, description="Keep a prompt's pairs in the same micro-batches and score each distinct response once "
+        "(InstructGPT's K-choose-2 batching: K forward passes instead of 2 per pair); false shuffles pairs freely."
     )
 
 
@@ -327,7 +338,8 @@ def _read_source(source: str | None) -> tuple[dict[str, Any], str]:
     if source is None:
         source = "default"
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # A directory named like a preset (a run directory, say) must not hide the preset.
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file {source!r} does not exist; give a YAML path or a preset "
                               f"({', '.join(preset_names())})")

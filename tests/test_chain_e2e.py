@@ -27,6 +27,8 @@ def chain_overrides(model: str, prompts: str, sft: str) -> list[str]:
         "sft.resources.torch_threads=1",
         # Noiseless labels of word salad by VADER: a reward a bag of words can fit.
         "label.k=4", "label.pairs_per_prompt=6", "label.temperature=0",
+        # Rejection sampling on 6 of the 11 training prompts, labels on all 11.
+        "data.max_train_prompts=6", "label.max_train_prompts=11",
         "reward_model.enabled=true", "reward_model.learning_rate=1e-3", "reward_model.epochs=2",
         "reward_model.micro_batch_size=8", "reward_model.checkpoint_every_steps=3", "reward_model.keep_checkpoints=1",
         "reward_model.resources.torch_threads=1",
@@ -75,6 +77,9 @@ def test_labels_train_the_reward_model_that_scores(chain_run):
     _, run_dir, summary, _ = chain_run
     labels = read_table(run_dir / "label")
     assert set(labels["split"].to_pylist()) == {"train", "heldout"}
+    label_train = set(labels.filter(pc.equal(labels["split"], "train"))["prompt_id"].to_pylist())
+    run_train = set(read_table(run_dir / "sample")["prompt_id"].to_pylist())
+    assert len(run_train) == 6 and run_train < label_train and len(label_train) == 11
     # Noiseless labels: the higher gold reward is chosen (ties either way).
     assert all(c >= r for c, r in zip(labels["chosen_gold"].to_pylist(), labels["rejected_gold"].to_pylist()))
     rm = AutoModelForSequenceClassification.from_pretrained(run_dir / "reward_model" / "model")

@@ -16,6 +16,7 @@ from rayalign.data.prompts import PromptDataError
 from rayalign.data.sft_data import build_sft_table
 from rayalign.logprobs import pad_batch
 from rayalign.losses import bradley_terry_loss
+from rayalign.training.reward_model import distinct_index, load_reward_model, prompt_grouped_order, rm_batch_loss
 from rayalign.training.sft import IGNORE_INDEX, length_bucketed_order, sft_labels
 
 
@@ -135,3 +136,49 @@ def test_train_run_config_carries_checkpoints_restarts_and_storage(tmp_path):
     assert run.checkpoint_config.num_to_keep == 3 and run.failure_config.max_failures == 2
     shared = TrainConfig.model_validate({"resources": {"storage_path": "s3://bucket/train"}})
     assert train_run_config(shared, "x", tmp_path).storage_path == "s3://bucket/train"
+
+
+def test_prompt_grouped_order_keeps_each_prompt_contiguous():
+    ids = ["a", "b", "a", "c", "b", "a", "c"]
+    order = prompt_grouped_order(ids, seed=3)
+    assert sorted(order) == list(range(len(ids)))
+    runs = [ids[i] for k, i in enumerate(order) if k == 0 or ids[i] != ids[order[k - 1]]]
+    assert sorted(runs) == ["a", "b", "c"]  # one run per prompt
+    assert order == prompt_grouped_order(ids, seed=3)
+    assert any(prompt_grouped_order(ids, seed=s) != order for s in range(10))
+
+
+def test_distinct_index_hand_example():
+    assert distinct_index(["x", "y", "x", "z", "y"]) == (["x", "y", "z"], [0, 1, 0, 2, 1])
+
+
+def test_rm_loss_scores_a_shared_response_once_with_the_same_loss_and_gradient(tiny_model):
+    """Pairs sharing responses: one forward per distinct sequence gives the loss and gradient
+    that scoring every pair's two sequences separately gives."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    torch.manual_seed(0)
+    model = load_reward_model(tiny_model, tokenizer).eval()
+    batch = {"prompt": ["P1 ", "P1 ", "P1 ", "P2 "], "chosen": ["good", "good", "fine", "yes"],
+             "rejected": ["bad", "fine", "bad", "no"]}
+    loss, stats = rm_batch_loss(model, batch, torch.device("cpu"), tokenizer, max_seq_len=32)
+    loss.backward()
+    shared = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    def reward(text):
+        enc = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        return model(**enc).logits[0, 0]
+
+    separate = torch.stack([bradley_terry_loss(reward(p + c), reward(p + r))
+                            for p, c, r in zip(batch["prompt"], batch["chosen"], batch["rejected"])]).mean()
+    separate.backward()
+    assert loss.item() == pytest.approx(separate.item(), abs=1e-5)
+    for a, p in zip(shared, model.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+    # 8 sequences in 4 pairs, 5 distinct: "P1 good", "P1 fine" and "P1 bad" each appear twice.
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"])
+               for t in ["P1 good", "P1 bad", "P1 fine", "P2 yes", "P2 no"]]
+    assert stats["tokens"] == sum(lengths)

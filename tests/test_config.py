@@ -67,3 +67,9 @@ def test_reward_model_requires_a_path():
 def test_flatten_gives_dotted_params():
     flat = flatten(load_config("default"))
     assert flat["sample.k"] == 8 and flat["train.resources.num_workers"] == 1
+
+
+def test_a_directory_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    (tmp_path / "default").mkdir()  # e.g. a run directory
+    monkeypatch.chdir(tmp_path)
+    assert load_config("default").name == "default"

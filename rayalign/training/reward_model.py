@@ -4,6 +4,8 @@ trained with the Bradley-Terry loss on (prompt, chosen, rejected) pairs."""
 from __future__ import annotations
 
 import functools
+import random
+from collections.abc import Sequence
 
 import torch
 
@@ -12,18 +14,40 @@ from rayalign.losses import bradley_terry_loss
 from rayalign.training.loop import worker_fit
 
 
+def prompt_grouped_order(prompt_ids: Sequence[str], seed: int) -> list[int]:
+    """A row order that shuffles prompts and, inside each prompt, its pairs, keeping a prompt's
+    pairs contiguous so a micro-batch holds few prompts whose responses recur across pairs."""
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(prompt_ids):
+        groups.setdefault(pid, []).append(i)
+    order = []
+    for pid in rng.sample(sorted(groups), len(groups)):
+        rows = groups[pid]
+        order += rng.sample(rows, len(rows))
+    return order
+
+
+def distinct_index(texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The distinct texts, in first-seen order, and each text's position among them."""
+    first: dict[str, int] = {}
+    index = [first.setdefault(t, len(first)) for t in texts]
+    return list(first), index
+
+
 def rm_batch_loss(model, batch: dict, device, tokenizer, max_seq_len: int) -> tuple[torch.Tensor, dict]:
     """Mean Bradley-Terry loss of a micro-batch of pairs, and its statistics.
 
     Sequences are prompt + response text tokenized together, as the reward-model scorer does,
-    cut from the left so the response survives truncation.
+    cut from the left so the response survives truncation. A sequence in several pairs of the
+    micro-batch is scored once and its reward shared, so its gradient sums over those pairs.
     """
     n = len(batch["prompt"])
-    texts = [p + c for p, c in zip(batch["prompt"], batch["chosen"])] + \
-            [p + r for p, r in zip(batch["prompt"], batch["rejected"])]
+    texts, index = distinct_index([p + c for p, c in zip(batch["prompt"], batch["chosen"])]
+                                  + [p + r for p, r in zip(batch["prompt"], batch["rejected"])])
     enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_seq_len,
                     add_special_tokens=False).to(device)
-    rewards = model(**enc).logits[:, 0].float()
+    rewards = model(**enc).logits[:, 0].float()[torch.tensor(index, device=device)]
     chosen, rejected = rewards[:n], rewards[n:]
     losses = bradley_terry_loss(chosen, rejected)
     with torch.no_grad():
