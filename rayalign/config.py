@@ -11,7 +11,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -170,6 +170,10 @@ class TrainerConfig(Section):
 
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.95), description="AdamW (β1, β2). 0.95 suits large batches; small, noisy batches (a reward model "
+        "on one prompt's pairs) train better with 0.999."
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     epochs: int = Field(1, ge=1, description="Passes over the training data.")
     micro_batch_size: int = Field(8, ge=1, description="Examples (pairs, for preference data) per worker per "

@@ -73,3 +73,13 @@ def test_a_directory_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch)
     (tmp_path / "default").mkdir()  # e.g. a run directory
     monkeypatch.chdir(tmp_path)
     assert load_config("default").name == "default"
+
+
+def test_adam_betas_reach_the_deepspeed_optimizer():
+    from rayalign.training.deepspeed_config import deepspeed_config
+
+    cfg = load_config("default", ["reward_model.adam_betas=[0.8, 0.999]"])
+    assert deepspeed_config(cfg.reward_model, 1)["optimizer"]["params"]["betas"] == [0.8, 0.999]
+    assert deepspeed_config(cfg.train, 1)["optimizer"]["params"]["betas"] == [0.9, 0.95]
+    with pytest.raises(ConfigError, match=r"train\.adam_betas\.1"):
+        load_config("default", ["train.adam_betas=[0.9, 1.0]"])

@@ -44,7 +44,7 @@ def test_chain_keys_follow_the_stage_graph():
     assert list(base) == ["prompts", "sft", "label_sample", "label", "reward_model", "sample", "reference",
                           "score", "select", "train", "evaluate"]
     # A new reward model rescores the same samples: sampling and the reference stay cached.
-    rm = stage_keys(load_config("rs_dpo_chain", ["reward_model.learning_rate=1e-4"]))
+    rm = stage_keys(load_config("rs_dpo_chain", ["reward_model.learning_rate=3e-4"]))
     assert [s for s in base if base[s] != rm[s]] == ["reward_model", "score", "select", "train", "evaluate"]
     # A new SFT model invalidates everything downstream of it, but not the prompts.
     sft = stage_keys(load_config("rs_dpo_chain", ["sft.epochs=2"]))

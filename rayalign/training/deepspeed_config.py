@@ -14,7 +14,7 @@ def deepspeed_config(cfg: TrainerConfig, world_size: int) -> dict:
         "gradient_clipping": cfg.max_grad_norm,
         # torch's AdamW: DeepSpeed's FusedAdam/CPUAdam need a ~60 s JIT build on first use.
         "optimizer": {"type": "AdamW", "params": {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay,
-                                                  "betas": [0.9, 0.95], "torch_adam": True}},
+                                                  "betas": list(cfg.adam_betas), "torch_adam": True}},
         "zero_optimization": {"stage": cfg.zero_stage},
         "bf16": {"enabled": cfg.bf16},
         "steps_per_print": 1 << 30,
