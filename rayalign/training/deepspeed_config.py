@@ -6,12 +6,16 @@ from rayalign.config import TrainerConfig
 
 
 def deepspeed_config(cfg: TrainerConfig, world_size: int) -> dict:
-    """ZeRO stage, precision, AdamW and warm-up from the train config."""
-    config = {
+    """ZeRO stage, precision and AdamW from the train config; the warm-up schedule is the worker loop's
+    (training.loop.warmup_factor)."""
+    return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "train_batch_size": cfg.micro_batch_size * cfg.gradient_accumulation_steps * world_size,
         "gradient_clipping": cfg.max_grad_norm,
+        # The worker loop owns the accumulation boundary (engine.step() after a step's micro-batches),
+        # so a shorter last step is still taken; it weights the losses itself (scale_wrt_gas=False).
+        "managed_gradient_accumulation": False,
         # torch's AdamW: DeepSpeed's FusedAdam/CPUAdam need a ~60 s JIT build on first use.
         "optimizer": {"type": "AdamW", "params": {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay,
                                                   "betas": list(cfg.adam_betas), "torch_adam": True}},
@@ -20,8 +24,3 @@ def deepspeed_config(cfg: TrainerConfig, world_size: int) -> dict:
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
-    if cfg.warmup_steps:
-        config["scheduler"] = {"type": "WarmupLR", "params": {
-            "warmup_min_lr": 0.0, "warmup_max_lr": cfg.learning_rate,
-            "warmup_num_steps": cfg.warmup_steps, "warmup_type": "linear"}}
-    return config

@@ -5,21 +5,23 @@ A stage supplies `build(tokenizer) -> (model, batch_loss)`; batch_loss(engine, b
 returns the mean loss of a micro-batch and its statistics (a "tokens" count among them).
 Resumable checkpoints are DeepSpeed checkpoints (weights, optimizer, scheduler) reported to
 Ray Train, which keeps the newest N in its storage; a rerun of the same stage (same run name
-and storage) or a restarted worker group resumes from the newest one and skips the
-micro-batches it had already consumed.
+and storage) or a restarted worker group resumes from the newest one and skips the optimizer
+steps it had already taken.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 
 from rayalign.config import TrainerConfig
@@ -42,25 +44,91 @@ def _set_rank_env(ctx) -> None:
     os.environ.setdefault("LOCAL_WORLD_SIZE", str(ctx.get_local_world_size()))
 
 
-def _mean_over_ranks(stats: dict, device) -> dict:
-    # Average every statistic over ranks, except token counts, which add up.
-    if not torch.distributed.is_initialized():
-        return stats
-    keys = sorted(stats)
-    t = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    world = torch.distributed.get_world_size()
-    return {k: v if k == "tokens" else v / world for k, v in zip(keys, t.tolist())}
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """LR multiplier of optimizer step `step` (0-based): linear warm-up min(1, (step + 1)/W), so the
+    first step already learns and step W − 1 reaches the full rate; 1 without warm-up."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def rank_slice(rows: int, world: int, rank: int) -> tuple[int, int]:
+    """(offset, length) of the rows of a global micro-batch of `rows` rows that `rank` trains on:
+    equal shares, the remainder spread over the ranks (a full micro-batch gives every rank
+    micro_batch_size rows)."""
+    start, stop = rank * rows // world, (rank + 1) * rows // world
+    return start, stop - start
+
+
+def optimizer_steps(batches: Iterable[pa.Table], accumulation: int, world: int,
+                    rank: int) -> Iterator[tuple[list[pa.Table], int]]:
+    """One pass over the training data as optimizer steps: (this rank's micro-batches, rows of the
+    whole step over all ranks). `batches` are global micro-batches (micro_batch_size × world rows, in
+    the dataset's fixed order); `accumulation` of them make a step and the pass's last step may be
+    shorter, so no row is dropped but the rows of a final global micro-batch smaller than the world,
+    which cannot give every rank one."""
+    def step(group: list[pa.Table]) -> tuple[list[pa.Table], int]:
+        return [b.slice(*rank_slice(b.num_rows, world, rank)) for b in group], sum(b.num_rows for b in group)
+
+    group: list[pa.Table] = []
+    for batch in batches:
+        if batch.num_rows < world:
+            print(f"rayalign: {batch.num_rows} leftover row(s) skipped: fewer than the {world} workers", flush=True)
+            continue
+        group.append(batch)
+        if len(group) == accumulation:
+            yield step(group)
+            group = []
+    if group:
+        yield step(group)
+
+
+def training_steps(data, cfg: TrainerConfig, world: int, rank: int,
+                   done: int = 0) -> Iterator[tuple[int, list[pa.Table], int]]:
+    """(epoch, this rank's micro-batches, rows of the step over all ranks) of every optimizer step of
+    the stage after the first `done` (taken before the checkpoint a run resumed from). `data` is a
+    Ray Data iterator over the whole dataset in its fixed order (trainer.fit's dataset config)."""
+    steps = 0
+    for epoch in range(cfg.epochs):
+        batches = data.iter_batches(batch_size=cfg.micro_batch_size * world, batch_format="pyarrow")
+        for micro_batches, step_rows in optimizer_steps(batches, cfg.gradient_accumulation_steps, world, rank):
+            steps += 1
+            if steps > done:
+                yield epoch, micro_batches, step_rows
+
+
+def example_weight(rows: int, world: int, step_rows: int) -> float:
+    """Factor on a micro-batch's mean loss so that each of the step's `step_rows` examples weighs
+    1/step_rows in the step's gradient, however they fall into micro-batches and ranks: the
+    micro-batch holds `rows` of them, and DeepSpeed averages the `world` ranks' gradients."""
+    return rows * world / step_rows
+
+
+def _step_stats(micro: list[dict], device) -> dict:
+    """A step's statistics over its micro-batches and ranks: means weighted by examples; token and
+    example counts add up."""
+    keys = sorted(k for k in micro[0] if k not in ("tokens", "examples"))
+    sums = [sum(s[k] * s["examples"] for s in micro) for k in keys]
+    sums += [sum(s["tokens"] for s in micro), sum(s["examples"] for s in micro)]
+    if torch.distributed.is_initialized():
+        t = torch.tensor(sums, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        sums = t.tolist()
+    examples = sums[-1]
+    return {**{k: v / examples for k, v in zip(keys, sums)}, "tokens": sums[-2], "examples": examples}
 
 
 def worker_fit(loop_config: dict, cfg: TrainerConfig,
                build: Callable[[object], tuple[torch.nn.Module, BatchLoss]]) -> None:
-    """Train on the "train" dataset shard and report checkpoints; call from a Ray Train worker."""
+    """Train on the "train" dataset and report checkpoints; call from a Ray Train worker.
+
+    Every worker iterates the whole dataset in its fixed order (trainer.fit passes it unsplit, order
+    preserved) and trains on its rows of each global micro-batch, so a resumed run skips exactly the
+    steps it had done and sees every example as often as an uninterrupted run.
+    """
     import ray.train
 
     set_torch_threads(cfg.resources.torch_threads)
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _set_rank_env(ctx)
     if not cfg.resources.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -74,47 +142,38 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
         torch.cuda.set_device(device)
     tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
     model, batch_loss = build(tokenizer)
+    warmup = functools.partial(warmup_factor, warmup_steps=cfg.warmup_steps)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                      config=deepspeed_config(cfg, ctx.get_world_size()))
+                                      lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup),
+                                      config=deepspeed_config(cfg, world))
     history, final = _resume(engine)
     if final is not None:  # the run had finished; only its final report was lost
         ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
         engine.destroy()
         return
-    skip = len(history) * cfg.gradient_accumulation_steps
-    shard = ray.train.get_dataset_shard("train")
-    seen, accumulated, started = 0, [], time.perf_counter()
-    for epoch in range(cfg.epochs):
-        for batch in shard.iter_batches(batch_size=cfg.micro_batch_size, batch_format="pyarrow",
-                                        local_shuffle_buffer_size=None):
-            seen += 1
-            if seen <= skip:  # consumed before the checkpoint we resumed from
-                continue
+    started = time.perf_counter()
+    for epoch, micro_batches, step_rows in training_steps(ray.train.get_dataset_shard("train"), cfg, world, rank,
+                                                          done=len(history)):
+        micro = []
+        for batch in micro_batches:
             loss, stats = batch_loss(engine, batch.to_pydict(), device)
-            engine.backward(loss)
-            engine.step()
-            accumulated.append(stats)
-            # DeepSpeed steps the optimizer every gradient_accumulation_steps micro-batches.
-            if len(accumulated) < cfg.gradient_accumulation_steps:
-                continue
-            now = time.perf_counter()
-            elapsed, started = now - started, now  # checkpoint time counts against the next step
-            step_stats = {k: sum(s[k] for s in accumulated) / len(accumulated) for k in accumulated[0]}
-            step_stats["tokens"] = sum(s["tokens"] for s in accumulated)
-            step_stats = _mean_over_ranks(step_stats, device)
-            step_stats.update(step=len(history) + 1, epoch=epoch, tokens_per_s=step_stats["tokens"] / max(elapsed, 1e-9),
-                              learning_rate=float(engine.get_lr()[0]))
-            history.append(step_stats)
-            # Only checkpoints are reported: ray.train.report waits for the controller's ~2 s poll,
-            # which would dominate a GPU step. The step metrics travel in the checkpoints' history.
-            if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
-                _report_resumable(engine, history, rank)
-            accumulated = []
+            engine.backward(loss * example_weight(batch.num_rows, world, step_rows), scale_wrt_gas=False)
+            micro.append({**stats, "examples": batch.num_rows})
+        learning_rate = float(engine.get_lr()[0])  # the rate this step applies
+        engine.step()
+        now = time.perf_counter()
+        elapsed, started = now - started, now  # checkpoint time counts against the next step
+        step_stats = _step_stats(micro, device)
+        step_stats.update(step=len(history) + 1, epoch=epoch, learning_rate=learning_rate,
+                          tokens_per_s=step_stats["tokens"] / max(elapsed, 1e-9))
+        history.append(step_stats)
+        # Only checkpoints are reported: ray.train.report waits for the controller's ~2 s poll,
+        # which would dominate a GPU step. The step metrics travel in the checkpoints' history.
+        if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
+            _report_resumable(engine, history, rank)
     if not history:
-        raise RuntimeError(
-            f"no optimizer step: this worker saw {len(accumulated)} micro-batch(es), fewer than "
-            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps}; lower it, lower micro_batch_size "
-            "or resources.num_workers, or give the stage more data")
+        raise RuntimeError(f"no optimizer step: the training data has fewer rows than the {world} worker(s); "
+                           "give the stage more data or lower resources.num_workers")
     with tempfile.TemporaryDirectory() as tmp:
         _save_hf(engine, tokenizer, Path(tmp), rank, cfg.zero_stage)
         checkpoint = None

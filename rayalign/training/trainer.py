@@ -3,10 +3,12 @@ rerun of the same stage resume from its newest checkpoint, and the final HF mode
 
 from __future__ import annotations
 
+import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import ray
 
 from rayalign.config import TrainerConfig
@@ -20,7 +22,7 @@ def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dat
 
     `name` must identify the stage's inputs and settings (its cache key): a rerun with the same
     name continues from the newest checkpoint in storage, a changed config starts afresh.
-    Returns the per-step metrics.
+    `dataset`'s row order is the training order (see `shuffled`). Returns the per-step metrics.
     """
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -36,6 +38,7 @@ def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dat
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=worker),
         run_config=run_config,
         datasets={"train": dataset},
+        dataset_config=train_data_config(),
     )
     result = trainer.fit()
     model_dir = out / "model"
@@ -46,6 +49,22 @@ def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dat
     if "://" not in storage:
         shutil.rmtree(Path(storage) / name, ignore_errors=True)
     return read_history(out)
+
+
+def train_data_config():
+    """How Ray Train hands a stage's dataset to its workers: unsplit and in order. Each worker takes
+    its rows of every global micro-batch (loop.rank_slice), so a resumed run skips exactly the
+    steps it had taken."""
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig
+
+    return DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True))
+
+
+def shuffled(table: pa.Table, seed: int) -> ray.data.Dataset:
+    """`table` in a seeded random row order, fixed in the driver so every run (and every resume) of
+    a stage trains in the same order; Ray Data's random_shuffle depends on block completion order."""
+    return ray.data.from_arrow(table.take(random.Random(seed).sample(range(table.num_rows), table.num_rows)))
 
 
 def train_run_config(cfg: TrainerConfig, name: str, run_dir: Path):

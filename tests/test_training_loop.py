@@ -1,0 +1,81 @@
+"""The worker loop's schedule: warm-up, optimizer steps over a fixed data order, example weights,
+and resuming after a kill — on real Ray Data iterators."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pyarrow as pa
+import pytest
+
+from rayalign.config import TrainerConfig
+from rayalign.training.deepspeed_config import deepspeed_config
+from rayalign.training.loop import example_weight, optimizer_steps, rank_slice, training_steps, warmup_factor
+from rayalign.training.trainer import shuffled, train_data_config
+
+
+def test_warmup_reaches_the_full_rate_at_step_w():
+    # W = 2: steps 1, 2, 3 (0-based 0, 1, 2) run at lr·1/2, lr, lr; DeepSpeed's WarmupLR ran 0, 0, lr/2.
+    assert [warmup_factor(s, 2) for s in range(3)] == [0.5, 1.0, 1.0]
+    assert [warmup_factor(s, 3) for s in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+    assert warmup_factor(0, 0) == 1.0
+    assert "scheduler" not in deepspeed_config(TrainerConfig(warmup_steps=3), 1)
+
+
+def _rows(table: pa.Table) -> list[int]:
+    return table["row"].to_pylist()
+
+
+def test_leftover_micro_batches_make_a_shorter_last_step():
+    # 5 rows, micro-batches of 2, 2 per step: steps [2, 2] and [1]; nothing dropped.
+    batches = [pa.table({"row": r}) for r in ([0, 1], [2, 3], [4])]
+    steps = list(optimizer_steps(batches, accumulation=2, world=1, rank=0))
+    assert [[_rows(b) for b in micro] for micro, _ in steps] == [[[0, 1], [2, 3]], [[4]]]
+    assert [rows for _, rows in steps] == [4, 1]
+    # The last step's one example weighs as much in its step as each of the first step's four in theirs.
+    assert example_weight(2, 1, 4) == 0.5 and example_weight(1, 1, 1) == 1.0
+
+
+def test_two_ranks_split_each_global_micro_batch():
+    # Global micro-batches of 2 × 2 rows, the last one of 3 (rank 0 gets 1, rank 1 gets 2), then 1 row:
+    # fewer than the ranks, skipped.
+    batches = [pa.table({"row": r}) for r in ([0, 1, 2, 3], [4, 5, 6], [7])]
+    ranks = [list(optimizer_steps(batches, accumulation=1, world=2, rank=r)) for r in (0, 1)]
+    assert [_rows(micro[0]) for micro, _ in ranks[0]] == [[0, 1], [4]]
+    assert [_rows(micro[0]) for micro, _ in ranks[1]] == [[2, 3], [5, 6]]
+    assert [rows for _, rows in ranks[0]] == [4, 3]
+    assert rank_slice(4, 2, 1) == (2, 2)
+    # DeepSpeed averages the two ranks: (1/2)(w0·mean0 + w1·mean1) with w = rows·2/3 gives Σ/3 per example.
+    assert example_weight(1, 2, 3) == pytest.approx(2 / 3) and example_weight(2, 2, 3) == pytest.approx(4 / 3)
+
+
+def _jitter(batch: pa.Table) -> pa.Table:
+    # Blocks that take uneven times, as real tasks do: without preserve_order they arrive out of order.
+    time.sleep(random.random() / 20)
+    return batch
+
+
+def _iterator(table: pa.Table):
+    """The iterator a Ray Train worker gets for the stage's dataset, built by trainer.fit's own config."""
+    ds = shuffled(table, seed=7).repartition(8).map_batches(_jitter, batch_format="pyarrow", batch_size=None)
+    [worker] = train_data_config().configure({"train": ds}, world_size=1, worker_handles=None, worker_node_ids=None)
+    return worker["train"]
+
+
+def test_a_resumed_run_sees_every_example_as_often_as_an_uninterrupted_one(ray_local):
+    table = pa.table({"row": list(range(37))})
+    cfg = TrainerConfig(epochs=2, micro_batch_size=4, gradient_accumulation_steps=2)
+
+    def seen(steps):
+        return [(epoch, [_rows(b) for b in micro]) for epoch, micro, _ in steps]
+
+    full = seen(training_steps(_iterator(table), cfg, world=1, rank=0))
+    assert len(full) == 2 * 5  # per epoch: 10 micro-batches (the last of 1 row), 5 steps
+    killed_after = 3
+    first = seen(training_steps(_iterator(table), cfg, world=1, rank=0))[:killed_after]
+    resumed = seen(training_steps(_iterator(table), cfg, world=1, rank=0, done=killed_after))
+    assert first + resumed == full
+    per_epoch = [sorted(r for e, micro in full if e == epoch for b in micro for r in b) for epoch in (0, 1)]
+    assert per_epoch == [list(range(37))] * 2
+    assert [r for _, micro in full[:5] for b in micro for r in b] != list(range(37))  # shuffled
