@@ -48,3 +48,32 @@ def test_reward_model_actor_pool_in_ray_data(ray_local, tiny_reward_model):
     assert table.num_rows == 3 and set(table.column_names) >= {"prompt", "response", "reward", "reward_model"}
     direct = RewardModelScorer(tiny_reward_model)(scored_batch())
     assert sorted(table["reward"].to_pylist()) == pytest.approx(sorted(direct["reward"].to_pylist()), abs=1e-5)
+
+
+def test_reward_model_scores_what_reward_model_training_saw(tmp_path, tiny_reward_model):
+    """A reward model trained on sequences cut to max_seq_len (from the left) scores the same cut:
+    the reward_model stage saves max_seq_len as the tokenizer's model_max_length."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rayalign.training.reward_model import rm_batch_loss
+
+    shutil.copytree(tiny_reward_model, tmp_path / "rm")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "rm")
+    tok.model_max_length = 8
+    tok.save_pretrained(tmp_path / "rm")
+    prompt, response = "review: the plot was dull and the acting was weak but ", "the ending was great fun"
+    scorer = RewardModelScorer(str(tmp_path / "rm"))
+    [score] = scorer.score([prompt], [response])
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    ids = tok(prompt + response, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 8
+    with torch.no_grad():
+        last8 = model(input_ids=torch.tensor([ids[-8:]])).logits[0, 0].item()
+    assert score == pytest.approx(last8, abs=1e-5)
+    # Training encodes the same 8 tokens (a self-pair: one distinct sequence).
+    _, stats = rm_batch_loss(model, {"prompt": [prompt], "chosen": [response], "rejected": [response]},
+                             torch.device("cpu"), tok)
+    assert stats["tokens"] == 8

@@ -11,6 +11,20 @@ from rayalign.data.ray_io import set_torch_threads
 from rayalign.rewards.vader import append_reward
 
 
+# transformers' "no limit" sentinel for tokenizer.model_max_length is about 1e30.
+_NO_LIMIT = 10**12
+
+
+def reward_inputs(tokenizer, texts: list[str]):
+    """Padded encodings of prompt + response texts, as reward models are trained and scored: no
+    special tokens added, cut from the left to tokenizer.model_max_length (the reward_model stage
+    saves its max_seq_len there) so the end of the response, where the score is read, survives."""
+    tokenizer.truncation_side = "left"
+    limit = tokenizer.model_max_length
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
+                     truncation=limit < _NO_LIMIT, max_length=limit if limit < _NO_LIMIT else None)
+
+
 class RewardModelScorer:
     """Callable class for map_batches: `column` (default reward) = r(prompt + response) from the checkpoint's head."""
 
@@ -40,7 +54,7 @@ class RewardModelScorer:
         for start in range(0, len(prompts), self.batch_size):
             texts = [p + r for p, r in zip(prompts[start:start + self.batch_size],
                                            responses[start:start + self.batch_size])]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            enc = reward_inputs(self.tokenizer, texts).to(self.device)
             out.extend(self.model(**enc).logits[:, 0].float().cpu().tolist())
         return out
 

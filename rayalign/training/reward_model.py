@@ -11,6 +11,7 @@ import torch
 
 from rayalign.config import RewardModelConfig
 from rayalign.losses import bradley_terry_loss
+from rayalign.rewards.reward_model import reward_inputs
 from rayalign.training.loop import worker_fit
 
 
@@ -35,18 +36,18 @@ def distinct_index(texts: Sequence[str]) -> tuple[list[str], list[int]]:
     return list(first), index
 
 
-def rm_batch_loss(model, batch: dict, device, tokenizer, max_seq_len: int) -> tuple[torch.Tensor, dict]:
+def rm_batch_loss(model, batch: dict, device, tokenizer) -> tuple[torch.Tensor, dict]:
     """Mean Bradley-Terry loss of a micro-batch of pairs, and its statistics.
 
-    Sequences are prompt + response text tokenized together, as the reward-model scorer does,
-    cut from the left so the response survives truncation. A sequence in several pairs of the
-    micro-batch is scored once and its reward shared, so its gradient sums over those pairs.
+    Sequences are prompt + response text encoded by `reward_inputs`, exactly as the reward-model
+    scorer encodes them (the tokenizer's model_max_length is the stage's max_seq_len). A sequence
+    in several pairs of the micro-batch is scored once and its reward shared, so its gradient sums
+    over those pairs.
     """
     n = len(batch["prompt"])
     texts, index = distinct_index([p + c for p, c in zip(batch["prompt"], batch["chosen"])]
                                   + [p + r for p, r in zip(batch["prompt"], batch["rejected"])])
-    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_seq_len,
-                    add_special_tokens=False).to(device)
+    enc = reward_inputs(tokenizer, texts).to(device)
     rewards = model(**enc).logits[:, 0].float()[torch.tensor(index, device=device)]
     chosen, rejected = rewards[:n], rewards[n:]
     losses = bradley_terry_loss(chosen, rejected)
@@ -73,8 +74,9 @@ def train_loop(loop_config: dict) -> None:
     def build(tokenizer):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.truncation_side = "left"
+        # Saved with the checkpoint, so whoever scores with it truncates as training did.
+        tokenizer.model_max_length = cfg.max_seq_len
         return load_reward_model(loop_config["model_path"], tokenizer), functools.partial(
-            rm_batch_loss, tokenizer=tokenizer, max_seq_len=cfg.max_seq_len)
+            rm_batch_loss, tokenizer=tokenizer)
 
     worker_fit(loop_config, cfg, build)
