@@ -43,7 +43,11 @@ def test_length_bucketing_groups_similar_lengths():
 def test_length_bucketing_keeps_the_partial_batch_last():
     order = length_bucketed_order([3, 1, 2, 9, 8], batch_size=2, seed=1, window_batches=1)
     assert len(order) == 5 and sorted(order) == list(range(5))
-    assert len({order[-1]}) == 1  # the odd row out closes the order, so the full batches stay aligned
+    # random.Random(1) shuffles range(5) to [2, 3, 4, 0, 1]: windows [2, 3] (lengths 2, 9) and [4, 0]
+    # (8, 3), sorted by length to [2, 3] and [0, 4]; row 1 is the partial batch. The odd row out must
+    # close the order, so the full batches stay aligned on batch boundaries.
+    assert order[-1] == 1
+    assert sorted([order[0:2], order[2:4]]) == [[0, 4], [2, 3]]
 
 
 def test_bradley_terry_loss_hand_computed():
@@ -56,6 +60,13 @@ def test_bradley_terry_labels_follow_the_gold_gap():
     assert prefers_first(0.6, 0.4, 0.1, u=0.88) and not prefers_first(0.6, 0.4, 0.1, u=0.89)
     assert prefers_first(0.6, 0.4, 0.0, u=0.99) and not prefers_first(0.4, 0.6, 0.0, u=0.0)
     assert prefers_first(0.5, 0.5, 0.0, u=0.49) and not prefers_first(0.5, 0.5, 0.0, u=0.51)
+
+
+def test_bradley_terry_labels_survive_a_large_gap_over_a_small_temperature():
+    # (g_a − g_b)/T = ±2/1e-4 = ±2e4: exp(2e4) overflows a float, so the sigmoid must not form it.
+    # σ(2e4) = 1 − 1e-8686 rounds to 1, so any u < 1 prefers a; σ(−2e4) rounds to 0, so no u ≥ 0 does.
+    assert prefers_first(1.0, -1.0, 1e-4, u=0.999) and prefers_first(1.0, -1.0, 1e-4, u=0.0)
+    assert not prefers_first(-1.0, 1.0, 1e-4, u=0.0) and not prefers_first(-1.0, 1.0, 1e-4, u=0.999)
 
 
 def _group(rewards, responses=None):
@@ -163,7 +174,7 @@ def test_rm_loss_scores_a_shared_response_once_with_the_same_loss_and_gradient(t
     model = load_reward_model(tiny_model, tokenizer).eval()
     batch = {"prompt": ["P1 ", "P1 ", "P1 ", "P2 "], "chosen": ["good", "good", "fine", "yes"],
              "rejected": ["bad", "fine", "bad", "no"]}
-    loss, stats = rm_batch_loss(model, batch, torch.device("cpu"), tokenizer, max_seq_len=32)
+    loss, stats = rm_batch_loss(model, batch, torch.device("cpu"), tokenizer)
     loss.backward()
     shared = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()

@@ -49,13 +49,20 @@ def test_max_pairs_per_prompt_keeps_largest_gaps():
 
 
 def test_pairs_for_prompt_builds_rows_in_sample_order():
+    rewards = {0: 0.9, 1: 0.0, 2: 0.5, 3: -0.6}
     rows = [{"prompt_id": "p", "prompt": "x", "prompt_token_ids": [1], "sample_idx": i,
-             "response": f"r{i}", "response_token_ids": [i], "reward": r, "ref_logprob": -float(i)}
-            for i, r in [(1, -0.5), (0, 0.8)]]  # deliberately out of order
-    [pair] = pairs_for_prompt(rows, SelectConfig(strategy="best_vs_worst"))
-    assert (pair["chosen"], pair["rejected"]) == ("r0", "r1")
-    assert (pair["chosen_ref_logprob"], pair["rejected_ref_logprob"]) == (0.0, -1.0)
-    assert pair["strategy"] == "best_vs_worst"
+             "response": f"r{i}", "response_token_ids": [i], "reward": rewards[i], "ref_logprob": -float(i)}
+            for i in [3, 1, 0, 2]]  # deliberately out of sample order
+    # RS-DPO lists pairs by chosen, then rejected, sample index; τ = 0.25, η = 0.85 keep gaps > 0.4337:
+    # 0→1 (0.9), 0→3 (1.5), 1→3 (0.6), 2→1 (0.5), 2→3 (1.1); 0→2 (0.4) is dropped. In the given row
+    # order they would come out as 1→3, 0→3, 0→1, 2→3, 2→1.
+    pairs = pairs_for_prompt(rows, SelectConfig(strategy="rs_dpo", tau=0.25, eta=0.85))
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("r0", "r1"), ("r0", "r3"), ("r1", "r3"),
+                                                             ("r2", "r1"), ("r2", "r3")]
+    assert [(p["chosen_ref_logprob"], p["rejected_ref_logprob"]) for p in pairs] == [
+        (0.0, -1.0), (0.0, -3.0), (-1.0, -3.0), (-2.0, -1.0), (-2.0, -3.0)]
+    assert [(p["chosen_reward"], p["rejected_reward"]) for p in pairs][0] == (0.9, 0.0)
+    assert {p["strategy"] for p in pairs} == {"rs_dpo"}
 
 
 rewards_lists = st.lists(st.floats(-5, 5, allow_nan=False), min_size=0, max_size=8)

@@ -26,7 +26,15 @@ def prefers_first(gold_a: float, gold_b: float, temperature: float, u: float) ->
     T = 0 is the noiseless annotator (ties decided by u)."""
     if temperature == 0:
         return gold_a > gold_b if gold_a != gold_b else u < 0.5
-    return u < 1.0 / (1.0 + math.exp(-(gold_a - gold_b) / temperature))
+    return u < _sigmoid((gold_a - gold_b) / temperature)
+
+
+def _sigmoid(x: float) -> float:
+    # Split by sign so exp only sees x ≤ 0: a large gap over a small T must not overflow.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
 
 
 def label_group(group: pa.Table, cfg: LabelConfig, splits: dict[str, str]) -> pa.Table:
@@ -37,7 +45,7 @@ def label_group(group: pa.Table, cfg: LabelConfig, splits: dict[str, str]) -> pa
     if not rows:
         return LABELS.empty_table()
     pid = rows[0]["prompt_id"]
-    rng = random.Random(derived_seed(cfg.seed, pid))
+    rng = random.Random(derived_seed(cfg.seed, "label", pid))
     candidates = [(a, b) for a, b in itertools.combinations(rows, 2) if a["response"] != b["response"]]
     out = []
     for a, b in rng.sample(candidates, min(cfg.pairs_per_prompt, len(candidates))):

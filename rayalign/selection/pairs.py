@@ -56,11 +56,15 @@ def select_pairs(rows: list[dict[str, Any]], cfg: SelectConfig) -> Selection:
     elif cfg.strategy == "best_vs_worst":
         pairs = best_vs_worst(rewards)
     elif cfg.strategy == "rso":
-        rng = random.Random(derived_seed(cfg.seed, str(rows[0]["prompt_id"]))) if rows else random.Random(cfg.seed)
-        chosen = rso_sample(rewards, cfg.rso_num_samples, cfg.rso_beta, rng)
+        rng = random.Random(derived_seed(cfg.seed, "rso", str(rows[0]["prompt_id"]))) if rows else random.Random(cfg.seed)
+        chosen = rso_sample(rewards, cfg.rso_samples_for(len(rows)), cfg.rso_beta, rng)
         accepted = len(chosen)
+        # Acceptance order tracks reward (the max is accepted first), so pairing it as is would match
+        # neighbours in reward (small gaps); pair a random permutation instead, as the paper does.
+        entrants = list(chosen)
+        rng.shuffle(entrants)
         pair_up = tournament_pairs if cfg.rso_pairing == "tournament" else first_round_pairs
-        pairs = pair_up(chosen, rewards)
+        pairs = pair_up(entrants, rewards)
     else:
         judge = JUDGES[cfg.judge]()
         compare = CountingCompare(judge_compare(lambda i, j: judge.prob(kept[i], kept[j])))
@@ -73,12 +77,20 @@ def select_pairs(rows: list[dict[str, Any]], cfg: SelectConfig) -> Selection:
     return Selection([(keep[c], keep[r]) for c, r in pairs], len(rows), len(kept), accepted, comparisons)
 
 
+def _in_sample_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Row order is whatever the groupby hands over; strategies that depend on it (RS-DPO's pair
+    # order, the cap's tie-break, best-vs-worst's first maximum) must see sample order to be reproducible.
+    return sorted(rows, key=lambda r: r["sample_idx"])
+
+
 def _sorted_rows(group: pa.Table) -> list[dict[str, Any]]:
-    return sorted(group.to_pylist(), key=lambda r: r["sample_idx"])
+    return _in_sample_order(group.to_pylist())
 
 
 def pairs_for_prompt(rows: list[dict[str, Any]], cfg: SelectConfig) -> list[dict[str, Any]]:
-    """Pair rows (schemas.PAIRS) from the scored sample rows of one prompt, in sample order."""
+    """Pair rows (schemas.PAIRS) from the scored sample rows of one prompt, in any order: the rows
+    are put in sample order (by sample_idx) first, as selection_table does."""
+    rows = _in_sample_order(rows)
     return _pair_rows(rows, select_pairs(rows, cfg).pairs, cfg)
 
 
