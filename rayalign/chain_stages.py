@@ -28,7 +28,7 @@ from rayalign.rewards import GOLD_REWARDS, RewardModelScorer
 from rayalign.stages import timed_write, sample_prompts, training_run
 from rayalign.training.reward_model import distinct_index, prompt_grouped_order
 from rayalign.training.sft import length_bucketed_order
-from rayalign.training.trainer import fit, throughput
+from rayalign.training.trainer import fit, shuffled, throughput
 
 
 def _tokenizer(path: str):
@@ -68,7 +68,7 @@ def label_prompts(ctx: RunContext) -> pa.Table:
 
 def run_label_sample(ctx: RunContext, out: Path) -> dict[str, float]:
     prompts = label_prompts(ctx).select(["prompt_id", "prompt"])
-    return sample_prompts(ctx, prompts, out, ctx.cfg.label.k, ctx.cfg.label.seed)
+    return sample_prompts(ctx, prompts, out, ctx.cfg.label.k, ctx.cfg.label.seed, "label_sample")
 
 
 def run_label(ctx: RunContext, out: Path) -> dict[str, float]:
@@ -126,7 +126,7 @@ def run_reward_model(ctx: RunContext, out: Path) -> dict[str, float]:
     if cfg.group_by_prompt:
         data = ray.data.from_arrow(train.take(prompt_grouped_order(train["prompt"].to_pylist(), cfg.seed)))
     else:
-        data = ray.data.from_arrow(train).random_shuffle(seed=cfg.seed)
+        data = shuffled(train, cfg.seed)
     history = fit(train_loop, {"model_path": ctx.reward_model_backbone}, cfg, data, ctx.train_name("reward_model"), ctx.run_dir, out)
     seconds = time.perf_counter() - start
     chosen, rejected = score_pairs(heldout, str(out / "model"), ctx)

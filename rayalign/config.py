@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,7 +51,10 @@ class ModelConfig(Section):
         "smollm2-135m-instruct",
         description="Policy to align: a built-in model name (see rayalign.models) or an HF checkpoint directory.",
     )
-    reference: str | None = Field(None, description="Reference model for log π_ref; default: the policy.")
+    reference: str | None = Field(
+        None, description="Reference model π_ref of training and of the evaluation KL; default: the policy that "
+        "samples (the SFT model when sft runs)."
+    )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype for sampling and scoring.")
 
 
@@ -120,7 +124,11 @@ class SelectConfig(Section):
     max_pairs_per_prompt: int | None = Field(
         None, ge=1, description="Keep at most this many pairs per prompt, largest reward gap first."
     )
-    rso_num_samples: int = Field(8, ge=2, description="RSO: samples accepted per prompt (paper: n = 8).")
+    rso_num_samples: int | None = Field(
+        None, ge=2, description="RSO: samples accepted per prompt; default max(2, k // 4) of the prompt's k scored "
+        "candidates (counted before the perplexity filter), so RSO rejects about 3/4 (paper: n = 8 of N = 64). "
+        "n >= sample.k accepts every candidate, which is warned about.",
+    )
     rso_beta: float = Field(0.5, gt=0, description="RSO: β of the target π_sft·exp(r/β) (paper: 0.5).")
     rso_pairing: Literal["tournament", "first_round"] = Field(
         "tournament", description="RSO: pair accepted samples as a tournament (n − 1) or first round (n/2)."
@@ -146,6 +154,11 @@ class SelectConfig(Section):
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"min_perplexity ({lo}) > max_perplexity ({hi})")
         return self
+
+    def rso_samples_for(self, candidates: int) -> int:
+        """RSO's n for a prompt with `candidates` scored samples: rso_num_samples, or max(2, candidates // 4)."""
+        # k is small here (8, not the paper's 64), so a quarter rather than the paper's 1/8 keeps n >= 2.
+        return self.rso_num_samples if self.rso_num_samples is not None else max(2, candidates // 4)
 
 
 class TrainResources(Section):
@@ -270,6 +283,11 @@ class EvaluateConfig(Section):
     samples_per_prompt: int = Field(2, ge=1, description="Responses per held-out prompt and policy.")
     gold_reward: Literal["vader"] = Field("vader", description="Reward that judges SFT vs aligned.")
     seed: int = Field(1234, description="Sampling seed for evaluation (same for both policies).")
+    temperature: float = Field(
+        1.0, ge=0, description="Sampling temperature of both policies. The KL to the reference is estimated only at "
+        "1 (with top_p 1), where the samples come from the aligned policy itself."
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass of both policies (see temperature).")
 
 
 class TrackingConfig(Section):
@@ -315,6 +333,11 @@ class RunConfig(Section):
                              "reward_model.enabled=true")
         return self
 
+    def reference_is_sampler(self) -> bool:
+        """Whether the reference model (model.reference, default: the policy that samples, i.e. the SFT
+        model when sft runs) is the model that samples."""
+        return self.model.reference is None or (self.model.reference == self.model.policy and not self.sft.enabled)
+
     @model_validator(mode="after")
     def _reuse_needs_plain_sampling(self) -> RunConfig:
         if self.reference.reuse_sampler_logprobs:
@@ -324,11 +347,25 @@ class RunConfig(Section):
                     f"(got {self.sample.temperature}, {self.sample.top_p}); set it to false to compute "
                     "log π_ref with a forward pass"
                 )
-            if self.model.reference not in (None, self.model.policy):
+            if not self.reference_is_sampler():
                 raise ValueError(
-                    "reference.reuse_sampler_logprobs needs the reference model to be the policy; "
+                    f"reference.reuse_sampler_logprobs needs the reference model ({self.model.reference}) to be the "
+                    "model that samples (" + ("the SFT model" if self.sft.enabled else self.model.policy) + "); "
                     "unset model.reference or set reference.reuse_sampler_logprobs=false"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _rso_rejects_something(self) -> RunConfig:
+        # Legal but almost surely a mistake: with n >= k RSO is no rejection sampling at all, the pairs
+        # come from π_sft rather than the reward-tilted policy.
+        if self.select.strategy == "rso":
+            n, k = self.select.rso_samples_for(self.sample.k), self.sample.k
+            if n >= k:
+                how = "" if self.select.rso_num_samples is not None else " (the default, max(2, k // 4))"
+                warnings.warn(f"select.rso_num_samples = {n}{how} >= sample.k = {k}: RSO rejects no candidate, "
+                              "every sample is accepted; lower select.rso_num_samples (or unset it for "
+                              "max(2, k // 4)) or raise sample.k", UserWarning, stacklevel=2)
         return self
 
 

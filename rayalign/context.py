@@ -32,6 +32,8 @@ class RunContext:
 
     @property
     def reference_path(self) -> str:
+        """The one reference model: log π_ref of training (reference stage) and of the evaluation KL.
+        model.reference, or the policy that samples (RunConfig.reference_is_sampler)."""
         return resolve_model(self.cfg.model.reference) if self.cfg.model.reference else self.policy_path
 
     @property

@@ -170,7 +170,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
         path = write_summary(run_dir, summary)
         tracker.log_artifact(path)
         tracker.log_artifact(run_dir / "config.yaml")
-        tracker.log_metrics({k: v for k, v in summary.items() if k in SUMMARY_METRICS})
+        tracker.log_metrics({k: v for k, v in summary.items() if k in SUMMARY_METRICS and v is not None})
     except BaseException:
         tracker.end("FAILED")
         raise

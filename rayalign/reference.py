@@ -1,4 +1,5 @@
-"""Reference log-probs: a batched forward of π_ref over every sampled response, as a Ray Data actor."""
+"""Sequence log-probs by a batched forward pass over sampled responses, as a Ray Data actor:
+log π_ref for the reference stage, log π_θ and log π_ref for the evaluation KL."""
 
 from __future__ import annotations
 
@@ -19,19 +20,21 @@ def load_causal_lm(model_path: str, dtype: str, device: str):
     return model, pad_id
 
 
-class ReferenceLogprobs:
-    """Callable class for map_batches: adds `column` = log π(response | prompt) under `model_path`."""
+class SequenceLogprobs:
+    """Callable class for map_batches: for each {column: model_path} in `models`, adds `column` =
+    log π(response | prompt) under that model, every model through the same forward-pass code."""
 
-    def __init__(self, model_path: str, dtype: str, column: str = "ref_logprob", torch_threads: int | None = None):
+    def __init__(self, models: dict[str, str], dtype: str, torch_threads: int | None = None):
         set_torch_threads(torch_threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, self.pad_id = load_causal_lm(model_path, dtype, self.device)
-        self.column = column
+        self.models = {column: load_causal_lm(path, dtype, self.device) for column, path in models.items()}
 
     @torch.no_grad()
     def __call__(self, batch: pa.Table) -> pa.Table:
-        tensors = pad_batch(batch.column("prompt_token_ids").to_pylist(),
-                            batch.column("response_token_ids").to_pylist(), self.pad_id)
-        logps = sequence_logprobs(self.model, *(t.to(self.device) for t in tensors))
-        return batch.append_column(pa.field(self.column, pa.float64()),
-                                   pa.array(logps.double().cpu().numpy()))
+        prompts = batch.column("prompt_token_ids").to_pylist()
+        responses = batch.column("response_token_ids").to_pylist()
+        for column, (model, pad_id) in self.models.items():
+            tensors = pad_batch(prompts, responses, pad_id)
+            logps = sequence_logprobs(model, *(t.to(self.device) for t in tensors))
+            batch = batch.append_column(pa.field(column, pa.float64()), pa.array(logps.double().cpu().numpy()))
+        return batch

@@ -23,9 +23,9 @@ from rayalign.data.ray_io import map_with_actors, read_stage, write
 from rayalign.data.store import parquet_rows, read_table
 from rayalign.evaluation.evaluate import evaluate
 from rayalign.training.loop import read_history
-from rayalign.training.trainer import fit, throughput
+from rayalign.training.trainer import fit, shuffled, throughput
 from rayalign.plots import reward_histogram, selection_histograms
-from rayalign.reference import ReferenceLogprobs
+from rayalign.reference import SequenceLogprobs
 from rayalign.rewards import RewardModelScorer, scorer_for
 from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
 from rayalign.selection.pairs import drop_pairs, explode_pairs, selection_table
@@ -53,12 +53,13 @@ def run_prompts(ctx: RunContext, out: Path) -> dict[str, float]:
     return {"rows": table.num_rows, "train_prompts": train, "heldout_prompts": table.num_rows - train}
 
 
-def sample_prompts(ctx: RunContext, prompts: pa.Table, out: Path, n: int, seed: int) -> dict[str, float]:
-    """Sample n responses per prompt row from the policy with vLLM actors into `out`; its metrics."""
+def sample_prompts(ctx: RunContext, prompts: pa.Table, out: Path, n: int, seed: int, stream: str) -> dict[str, float]:
+    """Sample n responses per prompt row from the policy with vLLM actors into `out`; its metrics.
+    `stream` keeps the draws apart from other stages' with the same seed."""
     cfg = ctx.cfg
-    ds = map_with_actors(ray.data.from_arrow(prompts), VLLMSampler,
-                         sampler_kwargs(ctx.policy_path, cfg.sample, cfg.model.dtype, n=n, seed=seed),
-                         cfg.sample.resources)
+    kwargs = sampler_kwargs(ctx.policy_path, cfg.sample, cfg.model.dtype, n=n, seed=seed, stream=stream,
+                            temperature=cfg.sample.temperature, top_p=cfg.sample.top_p)
+    ds = map_with_actors(ray.data.from_arrow(prompts), VLLMSampler, kwargs, cfg.sample.resources)
     rows, seconds = timed_write(ds, out)
     table = read_table(out)
     metrics = _token_metrics(table, seconds)
@@ -68,7 +69,7 @@ def sample_prompts(ctx: RunContext, prompts: pa.Table, out: Path, n: int, seed: 
 
 def run_sample(ctx: RunContext, out: Path) -> dict[str, float]:
     train = split_prompts(read_table(ctx.store.path("prompts")), "train")
-    return sample_prompts(ctx, train, out, ctx.cfg.sample.k, ctx.cfg.sample.seed)
+    return sample_prompts(ctx, train, out, ctx.cfg.sample.k, ctx.cfg.sample.seed, "sample")
 
 
 def _reuse_sampler_logprob(batch):
@@ -87,8 +88,8 @@ def run_reference(ctx: RunContext, out: Path) -> dict[str, float]:
     elif cfg.reference.reuse_sampler_logprobs:
         ds = ds.map_batches(_reuse_sampler_logprob, batch_format="pyarrow")
     else:
-        ds = map_with_actors(ds, ReferenceLogprobs, {"model_path": ctx.reference_path, "dtype": cfg.model.dtype},
-                             cfg.reference.resources)
+        ds = map_with_actors(ds, SequenceLogprobs, {"models": {"ref_logprob": ctx.reference_path},
+                                                    "dtype": cfg.model.dtype}, cfg.reference.resources)
     _, seconds = timed_write(ds, out)
     return _token_metrics(read_table(out), seconds)
 
@@ -145,7 +146,7 @@ def run_train(ctx: RunContext, out: Path) -> dict[str, float]:
     from rayalign.training.preference import train_loop
 
     cfg = ctx.cfg.train
-    pairs = read_stage(ctx.store.path("select")).random_shuffle(seed=cfg.seed)
+    pairs = shuffled(read_table(ctx.store.path("select")), cfg.seed)
     start = time.perf_counter()
     history = fit(train_loop, {"model_path": ctx.policy_path, "use_reference": ctx.cfg.needs_reference()},
                   cfg, pairs, ctx.train_name("train"), ctx.run_dir, out)

@@ -25,7 +25,7 @@ def build_summary(run_dir: Path, manifests: dict[str, dict], tracker) -> dict:
         "sft_reward": ev["sft_reward"],
         "aligned_reward": ev["aligned_reward"],
         "win_rate": ev["win_rate"],
-        "kl": ev["kl"],
+        "kl": ev.get("kl"),  # None when evaluation sampled at a temperature or top_p other than 1
         "pairs": int(manifests["select"]["metrics"]["pairs"]),
         "heldout_prompts": int(ev["heldout_prompts"]),
         "stage_seconds": {stage: round(m["seconds"], 2) for stage, m in manifests.items()},
@@ -68,7 +68,8 @@ def format_summary(summary: dict) -> str:
         f"SFT        {summary['sft_reward']:+.4f}",
         f"aligned    {summary['aligned_reward']:+.4f}",
         f"win rate of aligned over SFT: {summary['win_rate']:.3f}",
-        f"mean per-sequence KL(aligned || reference): {summary['kl']:.3f} nats",
+        "mean per-sequence KL(aligned || reference): " + (f"{summary['kl']:.3f} nats" if summary["kl"] is not None
+                                                          else "not estimated (evaluate.temperature/top_p != 1)"),
     ]
     if "rm_heldout_accuracy" in summary:
         lines.append(f"reward model on held-out pairs: accuracy {summary['rm_heldout_accuracy']:.3f}"

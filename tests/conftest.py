@@ -29,17 +29,24 @@ def _corpus():
     yield from PROMPTS
 
 
-def build_tokenizer(path: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(path: Path, bos: bool = False):
+    """A byte-level BPE tokenizer trained on the test corpus, saved to `path`; with `bos`, it adds a
+    BOS token to every encoding unless asked not to (add_special_tokens=False), as Llama's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"] + (["<|bos|>"] if bos else [])
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_corpus(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>")
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<|bos|> $A", pair="<|bos|> $A $B",
+                                                           special_tokens=[("<|bos|>", tok.token_to_id("<|bos|>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>",
+                                   **({"bos_token": "<|bos|>"} if bos else {}))
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(path)
     return fast
@@ -118,5 +125,6 @@ def tiny_overrides(model: str, prompts: str) -> list[str]:
         "sample.resources.torch_threads=1", "sample.resources.batch_size=8",
         # The forward pass, not the sampler's log-probs: the e2e test compares the two.
         "reference.reuse_sampler_logprobs=false", "reference.resources.torch_threads=1", "select.tau=0.05", "train.micro_batch_size=4",
-        "train.learning_rate=1e-3", "train.resources.torch_threads=1", "evaluate.samples_per_prompt=2",
+        # Two micro-batches per step and a warm-up: the e2e tests check both in the step history.
+        "train.gradient_accumulation_steps=2", "train.warmup_steps=2", "train.learning_rate=1e-3", "train.resources.torch_threads=1", "evaluate.samples_per_prompt=2",
     ]

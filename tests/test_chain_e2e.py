@@ -80,6 +80,14 @@ def test_labels_train_the_reward_model_that_scores(chain_run):
     label_train = set(labels.filter(pc.equal(labels["split"], "train"))["prompt_id"].to_pylist())
     run_train = set(read_table(run_dir / "sample")["prompt_id"].to_pylist())
     assert len(run_train) == 6 and run_train < label_train and len(label_train) == 11
+    # The same SFT policy, prompts and seeds (both 0), but separate random streams: rejection sampling
+    # must not pick among the very responses whose gold labels trained the reward model.
+    def responses(stage):
+        return {(r["prompt_id"], r["sample_idx"]): r["response"] for r in read_table(run_dir / stage).to_pylist()}
+
+    labelled, sampled = responses("label_sample"), responses("sample")
+    same = [sampled[key] == labelled[key] for key in sampled]
+    assert len(same) == 6 * 4 and sum(same) < len(same) / 2
     # Noiseless labels: the higher gold reward is chosen (ties either way).
     assert all(c >= r for c, r in zip(labels["chosen_gold"].to_pylist(), labels["rejected_gold"].to_pylist()))
     rm = AutoModelForSequenceClassification.from_pretrained(run_dir / "reward_model" / "model")
@@ -147,6 +155,7 @@ def test_reward_model_resumes_after_a_kill_and_separates_toy_preferences(tmp_pat
     steps = fit(crash_after_first_checkpoint, loop_config, cfg, data, "resume-test", tmp_path, tmp_path / "b")
     assert [s["step"] for s in steps] == list(range(1, 3 * 40 // cfg.micro_batch_size + 1))
     assert steps[:4] == before  # restored from the checkpoint, not recomputed
+    assert [s["examples"] for s in steps] == [cfg.micro_batch_size] * len(steps)  # 40 pairs × 3 epochs, once each
     assert not (tmp_path / "ray_train" / "resume-test").exists()  # checkpoints go once the model is out
     scorer = RewardModelScorer(str(tmp_path / "b" / "model"))
     chosen = scorer.score(heldout["prompt"].to_pylist(), heldout["chosen"].to_pylist())

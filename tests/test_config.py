@@ -59,6 +59,19 @@ def test_reusing_sampler_logprobs_requires_plain_sampling():
         load_config("default", ["reference.reuse_sampler_logprobs=true", "sample.temperature=0.7"])
 
 
+def test_reuse_needs_the_sampler_to_be_the_reference():
+    # With SFT the SFT model samples; naming the base policy as the reference would make training's
+    # π_ref (the sampler's log-probs) and the evaluation KL's π_ref two different models.
+    chain = load_config("rs_dpo_chain")
+    assert chain.reference.reuse_sampler_logprobs and chain.reference_is_sampler()
+    with pytest.raises(ConfigError, match="the SFT model"):
+        load_config("rs_dpo_chain", [f"model.reference={chain.model.policy}"])
+    plain = load_config("default", ["reference.reuse_sampler_logprobs=true", "model.reference=smollm2-135m-instruct"])
+    assert plain.reference_is_sampler()
+    with pytest.raises(ConfigError, match="reference model"):
+        load_config("default", ["reference.reuse_sampler_logprobs=true", "model.reference=/some/other/model"])
+
+
 def test_reward_model_requires_a_path():
     with pytest.raises(ConfigError, match="reward_model_path"):
         load_config("default", ["score.reward=reward_model"])

@@ -78,6 +78,12 @@ def test_training_writes_a_loadable_hf_checkpoint_and_metrics(first_run):
     AutoTokenizer.from_pretrained(model_dir)
     history = [json.loads(x) for x in (run_dir / "train" / "train_metrics.jsonl").read_text().splitlines()]
     assert history[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1
+    # Warm-up W = 2 at lr 1e-3: steps 1, 2, 3 at 5e-4, 1e-3, 1e-3, each logged with the step it drove.
+    assert [h["learning_rate"] for h in history[:3]] == pytest.approx([5e-4, 1e-3, 1e-3])
+    # Every pair once, the last step possibly short: ⌈⌈pairs / 4⌉ / 2⌉ steps of micro-batches of 4.
+    pairs = read_table(run_dir / "select").num_rows
+    assert sum(h["examples"] for h in history) == pairs
+    assert len(history) == math.ceil(math.ceil(pairs / 4) / 2)
     assert {"reward_accuracy", "reward_margin", "chosen_logratio", "rejected_logratio", "tokens_per_s"} <= set(
         history[0])
     assert history[-1]["reward_margin"] > 0  # the lr is high enough for a tiny model to move
@@ -89,8 +95,34 @@ def test_summary_json_and_output(first_run):
     for key in ("sft_reward", "aligned_reward", "win_rate", "kl", "pairs", "stage_seconds", "mlflow_run_id"):
         assert key in saved
     assert set(saved["stage_seconds"]) == set(STAGES)
-    assert 0.0 <= saved["win_rate"] <= 1.0
     assert sum("running" in line for line in logs) == len(STAGES)
+
+
+def test_win_rate_and_kl_follow_from_the_evaluation_table(first_run):
+    _, run_dir, summary, _ = first_run
+    table = read_table(run_dir / "evaluate").to_pylist()
+    by_prompt: dict[str, list[float]] = {}
+    for row in table:
+        margin = by_prompt.setdefault(row["prompt_id"], [0.0])
+        margin[0] += row["aligned_reward"] - row["sft_reward"]
+    wins = [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for [m] in by_prompt.values()]
+    assert summary["win_rate"] == pytest.approx(sum(wins) / len(wins))
+    kl = [row["kl"] for row in table]
+    assert summary["kl"] == pytest.approx(sum(kl) / len(kl))
+    # E_{y∼π}[log π(y) − log π_ref(y)] ≥ 0; a policy moved by lr 1e-3 is well away from its reference.
+    assert summary["kl"] > 0
+
+
+def test_kl_of_a_policy_against_itself_is_zero(first_run, tiny_model):
+    from rayalign.data.prompts import split_prompts
+    from rayalign.evaluation.evaluate import kl_samples
+
+    cfg, run_dir, _, _ = first_run
+    heldout = split_prompts(read_table(run_dir / "prompts"), "heldout")
+    samples = kl_samples(heldout, tiny_model, tiny_model, cfg)
+    assert samples.num_rows == heldout.num_rows * cfg.evaluate.samples_per_prompt
+    for policy, ref in zip(samples["policy_logprob"].to_pylist(), samples["ref_logprob"].to_pylist()):
+        assert abs(policy - ref) < 1e-4
 
 
 def test_mlflow_run_holds_params_metrics_datasets_and_artifacts(first_run):
@@ -149,19 +181,30 @@ def test_failing_stage_keeps_completed_outputs(first_run, tiny_model, prompts_fi
     assert read_table(run_dir / "select").num_rows == pairs_before
 
 
-@pytest.mark.parametrize("strategy,loss,extra,metric", [
-    ("rso", "ipo", ["select.rso_num_samples=4", "train.ipo_token_mean=true"], "select/rso_acceptance_rate"),
+def median_perplexity(run_dir) -> float:
+    sample = read_table(run_dir / "sample")
+    ppl = sorted(math.exp(-lp / n) for lp, n in zip(sample["sampler_logprob"].to_pylist(),
+                                                    sample["num_tokens"].to_pylist()))
+    return ppl[len(ppl) // 2]
+
+
+@pytest.mark.parametrize("strategy,loss,extra,metric,expected", [
+    # k = 4 candidates, the default accepts max(2, 4 // 4) = 2 of them.
+    ("rso", "ipo", ["train.ipo_token_mean=true"], "select/rso_acceptance_rate", 0.5),
     # A judge built on a (here random) reward model, scored once per candidate.
     ("pairwise_ranking", "slic", ["select.judge=reward_model", "select.judge_model_path={rm}"],
-     "select/comparisons_per_prompt"),
-    ("rs_dpo", "hinge_norm", ["train.budget_lambda=1.0", "select.max_perplexity=1e9"], "select/kept_fraction"),
+     "select/comparisons_per_prompt", None),
+    # The median perplexity keeps about half of the candidates.
+    ("rs_dpo", "hinge_norm", ["train.budget_lambda=1.0", "select.max_perplexity={ppl}"], "select/kept_fraction",
+     "kept"),
 ])
 def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_reward_model, prompts_file, strategy,
-                                                loss, extra, metric):
+                                                loss, extra, metric, expected):
     _, run_dir, _, _ = first_run
+    ppl = median_perplexity(run_dir)
     cfg = load_config("default", tiny_overrides(tiny_model, prompts_file)
                       + [f"select.strategy={strategy}", f"train.loss={loss}",
-                         *(e.format(rm=tiny_reward_model) for e in extra)])
+                         *(e.format(rm=tiny_reward_model, ppl=ppl) for e in extra)])
     summary = run_pipeline(cfg, run_dir, log=lambda _: None)
     pairs = read_table(run_dir / "select")
     assert set(pairs["strategy"].to_pylist()) == {strategy} and pairs.num_rows == summary["pairs"] > 0
@@ -175,4 +218,12 @@ def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_rewa
     mlflow.set_tracking_uri(summary["tracking_uri"])
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.data.params["train.loss"] == loss and metric in run.data.metrics
+    if expected == "kept":  # the share of candidates at or below the median perplexity
+        sample = read_table(run_dir / "sample")
+        kept = [math.exp(-lp / n) <= ppl for lp, n in zip(sample["sampler_logprob"].to_pylist(),
+                                                          sample["num_tokens"].to_pylist())]
+        assert run.data.metrics[metric] == pytest.approx(sum(kept) / len(kept))
+        assert 0 < run.data.metrics[metric] < 1
+    elif expected is not None:
+        assert run.data.metrics[metric] == pytest.approx(expected)
     assert (run_dir / "select" / "selection.png").is_file()

@@ -137,6 +137,12 @@ def render_prompt(config: DataConfig, tokenizer, prompt: str) -> str:
                                          add_generation_prompt=True)
 
 
+def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of rendered prompts, the same for sampling and every training stage: the chat
+    template already holds whatever special tokens the model expects, so the tokenizer adds none."""
+    return tokenizer(prompts, add_special_tokens=False)["input_ids"]
+
+
 def split_prompts(table: pa.Table, split: str) -> pa.Table:
     """The prompt_id and prompt columns of one split ('train' or 'heldout') of a prompts table."""
     return table.filter(pc.equal(table["split"], split)).select(["prompt_id", "prompt"])

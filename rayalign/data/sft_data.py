@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from rayalign.config import DataConfig, SFTConfig
 from rayalign.data import schemas
-from rayalign.data.prompts import PromptDataError, read_records, render_prompt
+from rayalign.data.prompts import PromptDataError, prompt_token_ids, read_records, render_prompt
 
 SFT = pa.schema([
     ("prompt", pa.string()),
@@ -28,7 +28,7 @@ def build_sft_table(sft_cfg: SFTConfig, data_cfg: DataConfig, tokenizer) -> tupl
     out, dropped = [], 0
     for row in rows:
         prompt = render_prompt(data_cfg, tokenizer, row["prompt"])
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = prompt_token_ids(tokenizer, [prompt])[0]
         room = sft_cfg.max_seq_len - len(prompt_ids)
         if room < 1:
             dropped += 1

@@ -1,7 +1,9 @@
-"""Sample the SFT and the aligned policy on held-out prompts, score both with the gold reward."""
+"""Sample the SFT and the aligned policy on held-out prompts, score both with the gold reward, and
+estimate KL(aligned ‖ reference) on the aligned policy's samples."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,32 +16,50 @@ from rayalign.data import schemas
 from rayalign.data.prompts import split_prompts
 from rayalign.data.ray_io import map_with_actors, to_table
 from rayalign.evaluation.metrics import mean, win_rate
-from rayalign.reference import ReferenceLogprobs
+from rayalign.reference import SequenceLogprobs
 from rayalign.rewards import GOLD_REWARDS
 from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
 
 
-def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, ref_path: str | None) -> pa.Table:
-    ds = ray.data.from_arrow(prompts)
-    ds = map_with_actors(ds, VLLMSampler, sampler_kwargs(model_path, cfg.sample, cfg.model.dtype,
-                                                         n=cfg.evaluate.samples_per_prompt, seed=cfg.evaluate.seed),
-                         cfg.sample.resources)
-    if ref_path is not None:
-        ds = map_with_actors(ds, ReferenceLogprobs, {"model_path": ref_path, "dtype": cfg.model.dtype},
+def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs: dict[str, str]) -> pa.Table:
+    ev = cfg.evaluate
+    # Both policies draw from one random stream: the comparison is paired, prompt by prompt.
+    kwargs = sampler_kwargs(model_path, cfg.sample, cfg.model.dtype, n=ev.samples_per_prompt, seed=ev.seed,
+                            stream="evaluate", temperature=ev.temperature, top_p=ev.top_p)
+    ds = map_with_actors(ray.data.from_arrow(prompts), VLLMSampler, kwargs, cfg.sample.resources)
+    if logprobs:
+        ds = map_with_actors(ds, SequenceLogprobs, {"models": logprobs, "dtype": cfg.model.dtype},
                              cfg.reference.resources)
-    ds = map_with_actors(ds, GOLD_REWARDS[cfg.evaluate.gold_reward], {}, cfg.score.resources)
+    ds = map_with_actors(ds, GOLD_REWARDS[ev.gold_reward], {}, cfg.score.resources)
     return to_table(ds).sort_by([("prompt_id", "ascending"), ("sample_idx", "ascending")])
+
+
+def kl_samples(prompts: pa.Table, policy_path: str, ref_path: str, cfg: RunConfig) -> pa.Table:
+    """The policy's samples on `prompts` with log π_θ (policy_logprob) and log π_ref (ref_logprob) of
+    each, both from the same forward pass code: their difference is a per-sequence KL sample."""
+    return _policy_samples(prompts, policy_path, cfg, {"policy_logprob": policy_path, "ref_logprob": ref_path})
 
 
 def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str, cfg: RunConfig,
              out: Path) -> tuple[pa.Table, dict[str, float]]:
-    """The evaluate table (schemas.EVALUATE) written under `out`, and its summary metrics."""
+    """The evaluate table (schemas.EVALUATE) written under `out`, and its summary metrics.
+
+    The KL estimate E_{y∼π_θ}[log π_θ(y) − log π_ref(y)] needs samples from π_θ itself: at an
+    evaluate.temperature or top_p other than 1 it is not computed (kl is null)."""
+    ev = cfg.evaluate
+    with_kl = ev.temperature == 1.0 and ev.top_p == 1.0
+    if not with_kl:
+        warnings.warn(f"evaluate.temperature={ev.temperature}, evaluate.top_p={ev.top_p}: samples are not drawn "
+                      "from the aligned policy itself, so no KL is reported; set both to 1 for a KL estimate",
+                      stacklevel=2)
     heldout = split_prompts(prompts, "heldout")
-    sft = _policy_samples(heldout, sft_path, cfg, ref_path=None)
-    aligned = _policy_samples(heldout, aligned_path, cfg, ref_path=ref_path)
+    sft = _policy_samples(heldout, sft_path, cfg, {})
+    aligned = (kl_samples(heldout, aligned_path, ref_path, cfg) if with_kl
+               else _policy_samples(heldout, aligned_path, cfg, {}))
     if sft.num_rows != aligned.num_rows:
         raise RuntimeError(f"evaluation sampled {sft.num_rows} SFT but {aligned.num_rows} aligned responses")
-    kl = pc.subtract(aligned["sampler_logprob"], aligned["ref_logprob"])
+    kl = (pc.subtract(aligned["policy_logprob"], aligned["ref_logprob"]) if with_kl
+          else pa.nulls(aligned.num_rows, pa.float64()))
     table = pa.table({
         "prompt_id": aligned["prompt_id"], "prompt": aligned["prompt"], "sample_idx": aligned["sample_idx"],
         "sft_response": sft["response"], "aligned_response": aligned["response"],
@@ -51,9 +71,10 @@ def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str,
         "sft_reward": mean(sft_r),
         "aligned_reward": mean(aligned_r),
         "win_rate": win_rate(table["prompt_id"].to_pylist(), aligned_r, sft_r),
-        "kl": mean(table["kl"].to_pylist()),
         "heldout_prompts": float(heldout.num_rows),
         "aligned_response_tokens": mean(aligned["num_tokens"].to_pylist()),
         "sft_response_tokens": mean(sft["num_tokens"].to_pylist()),
     }
+    if with_kl:
+        metrics["kl"] = mean(table["kl"].to_pylist())
     return table, metrics

@@ -7,6 +7,7 @@ import os
 import pyarrow as pa
 
 from rayalign.data import schemas
+from rayalign.data.prompts import prompt_token_ids
 from rayalign.data.ray_io import set_torch_threads
 from rayalign.seeding import derived_seed
 
@@ -15,7 +16,7 @@ class VLLMSampler:
     """Callable class for map_batches: prompt rows in, one row per sampled response out."""
 
     def __init__(self, model_path: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int,
-                 max_model_len: int, dtype: str, kv_cache_gib: int, gpu_memory_utilization: float,
+                 stream: str, max_model_len: int, dtype: str, kv_cache_gib: int, gpu_memory_utilization: float,
                  enforce_eager: bool, torch_threads: int | None = None):
         set_torch_threads(torch_threads)
         # In-process engine: the multiprocess mode starts ~10x slower and nests badly in a Ray actor.
@@ -34,19 +35,25 @@ class VLLMSampler:
             # generators cannot do ("CPU Generator does not use offset"): schedule whole prompts.
             engine_args = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(8192, max_model_len)}
         self._params = SamplingParams
-        self.n, self.temperature, self.top_p, self.max_tokens, self.seed = n, temperature, top_p, max_tokens, seed
+        self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens
+        self.seed, self.stream = seed, stream
         self.llm = LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
                        **engine_args)
+        self.tokenizer = self.llm.get_tokenizer()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids, prompts = batch.column("prompt_id").to_pylist(), batch.column("prompt").to_pylist()
+        pids, prompts = batch.column("prompt_id").to_pylist(), batch.column("prompt").to_pylist()
         params = [self._params(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                               max_tokens=self.max_tokens, logprobs=0, seed=derived_seed(self.seed, pid))
-                  for pid in ids]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+                               max_tokens=self.max_tokens, logprobs=0,
+                               seed=derived_seed(self.seed, self.stream, pid))
+                  for pid in pids]
+        # Token ids, not text: vLLM would tokenize text with add_special_tokens=True, so a tokenizer
+        # that adds BOS would sample from another prompt than the one SFT and DPO train on.
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_token_ids(self.tokenizer, prompts)],
+                                    params, use_tqdm=False)
         rows = []
-        for pid, prompt, out in zip(ids, prompts, outputs):
+        for pid, prompt, out in zip(pids, prompts, outputs):
             for idx, completion in enumerate(out.outputs):
                 token_ids = list(completion.token_ids)
                 rows.append({
@@ -63,9 +70,11 @@ def _sum_sampled_logprobs(completion) -> float:
     return float(sum(step[tok].logprob for tok, step in zip(completion.token_ids, completion.logprobs)))
 
 
-def sampler_kwargs(model_path: str, sample_cfg, dtype: str, n: int, seed: int) -> dict:
-    """Constructor kwargs of VLLMSampler from a SampleConfig (shared by sampling and evaluation)."""
-    return dict(model_path=model_path, n=n, temperature=sample_cfg.temperature, top_p=sample_cfg.top_p,
+def sampler_kwargs(model_path: str, sample_cfg, dtype: str, *, n: int, seed: int, stream: str,
+                   temperature: float, top_p: float) -> dict:
+    """Constructor kwargs of VLLMSampler: engine settings from a SampleConfig (shared by sampling and
+    evaluation), what to draw (n, temperature, top_p) and from which random stream."""
+    return dict(model_path=model_path, n=n, temperature=temperature, top_p=top_p, stream=stream,
                 max_tokens=sample_cfg.max_tokens, seed=seed, max_model_len=sample_cfg.max_model_len, dtype=dtype,
                 kv_cache_gib=sample_cfg.kv_cache_gib, gpu_memory_utilization=sample_cfg.gpu_memory_utilization,
                 enforce_eager=sample_cfg.enforce_eager)
