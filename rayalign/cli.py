@@ -10,8 +10,8 @@ from rayalign.config import ConfigError, load_config, preset_names
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rayalign.pipeline import run_pipeline
-    from rayalign.summary import format_summary
+    from rayalign.pipeline.runner import run_pipeline
+    from rayalign.pipeline.summary import format_summary
 
     overrides = list(args.overrides)
     if args.address:
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from rayalign.jobs import JobError
-        from rayalign.pipeline import RayConnectError
-        from rayalign.stages import StageError
+        from rayalign.pipeline.context import StageError
+        from rayalign.pipeline.runner import RayConnectError
 
         if isinstance(exc, JobError):
             print(f"rayalign: error: {exc}", file=sys.stderr)

@@ -116,10 +116,11 @@ def _kill_cluster(temp: str) -> None:
 def child() -> dict:
     import ray
 
+    from rayalign.actors.rewards import VaderReward
+    from rayalign.actors.runtime import map_with_actors
     from rayalign.config import load_config
-    from rayalign.data.ray_io import map_with_actors
-    from rayalign.resources import ensure_resources, stage_bundles
-    from rayalign.rewards import VaderReward
+    from rayalign.pipeline.resources import ensure_resources
+    from rayalign.pipeline.stages import score
 
     class VaderWhere(VaderReward):
         """VADER scores plus the node the actor runs on and the GPU ids Ray gave it."""
@@ -136,7 +137,7 @@ def child() -> dict:
     result = {}
     cfg = load_config("default", ["score.resources={min_actors: 1, max_actors: 1, num_cpus: 1, num_gpus: 1, "
                                   "batch_size: 2}", "ray.resource_wait_s=120"])
-    bundles = stage_bundles(cfg, "score")
+    bundles = score.STAGE.bundles(cfg)
     assert bundles == [{"CPU": 1.0, "GPU": 1.0}], bundles
     result["gpu_nodes_before"] = len(_gpu_nodes(ray))
 

@@ -11,10 +11,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from rayalign.annotator import gold_agreement
 from rayalign.config import load_config
-from rayalign.data.labels import gold_agreement
-from rayalign.data.store import read_table
-from rayalign.pipeline import active_stages, run_pipeline
+from rayalign.data.parquet import read_table
+from rayalign.pipeline.stages import PIPELINE
+from rayalign.pipeline.graph import plan
+from rayalign.pipeline.runner import run_pipeline
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +52,7 @@ def history(folder: Path) -> list[dict]:
 
 def test_chain_runs_every_stage(chain_run):
     cfg, run_dir, summary, logs = chain_run
-    assert list(summary["stage_seconds"]) == list(active_stages(cfg)) == [
+    assert list(summary["stage_seconds"]) == [node.id for node in plan(cfg, PIPELINE)] == [
         "prompts", "sft", "label_sample", "label", "reward_model", "sample", "reference", "score", "select",
         "train", "evaluate"]
     assert sum("running" in line for line in logs) == 11
@@ -137,7 +139,7 @@ def test_reward_model_resumes_after_a_kill_and_separates_toy_preferences(tmp_pat
     import ray
     from ray.train import TrainingFailedError
 
-    from rayalign.rewards import RewardModelScorer
+    from rayalign.actors.rewards import RewardModelScorer
     from rayalign.training.trainer import fit
 
     cfg = load_config("default", tiny_overrides(tiny_model, prompts_file) + [

@@ -45,7 +45,7 @@ def test_unreachable_ray_address(capsys, tmp_path, tiny_model):
 
 @pytest.mark.parametrize("address", ["ray://127.0.0.1:1", "127.0.0.1:1"])
 def test_check_reachable_fails_fast(address):
-    from rayalign.pipeline import RayConnectError, check_reachable
+    from rayalign.pipeline.runner import RayConnectError, check_reachable
 
     with pytest.raises(RayConnectError):
         check_reachable(address, timeout_s=2)

@@ -9,13 +9,16 @@ import mlflow
 import pytest
 
 from rayalign.config import load_config
-from rayalign.data.store import read_table
-from rayalign.pipeline import active_stages, run_pipeline
-from rayalign.stages import STAGE_SCHEMAS, StageError
+from rayalign.data.parquet import read_table
+from rayalign.pipeline.context import StageError
+from rayalign.pipeline.graph import plan
+from rayalign.pipeline.runner import run_pipeline
+from rayalign.pipeline.stages import PIPELINE
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.e2e
-STAGES = active_stages(load_config("default"))
+STAGES = [node.id for node in plan(load_config("default"), PIPELINE)]
+SCHEMAS = {s.name: s.schema for s in PIPELINE if s.schema is not None and s.name in STAGES}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +36,8 @@ def manifests(run_dir):
 
 def test_every_stage_writes_its_schema_and_row_counts(first_run):
     cfg, run_dir, summary, _ = first_run
-    tables = {s: read_table(run_dir / s) for s in STAGE_SCHEMAS}
-    for stage, schema in STAGE_SCHEMAS.items():
+    tables = {s: read_table(run_dir / s) for s in SCHEMAS}
+    for stage, schema in SCHEMAS.items():
         for field in schema:
             assert tables[stage].schema.field(field.name).type == field.type, (stage, field.name)
     prompts = tables["prompts"]

@@ -1,7 +1,7 @@
 import json
 
-import pyarrow.parquet as pq
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from rayalign.config import DataConfig

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import pytest
 
-from rayalign import resources
-from rayalign.config import TrainResources, load_config
-from rayalign.resources import ResourceError, ensure_resources, fits, stage_bundles
+from rayalign.config import load_config
+from rayalign.pipeline import resources
+from rayalign.pipeline.resources import ResourceError, ensure_resources, fits
+from rayalign.pipeline.stages import PIPELINE
+
+STAGES = {stage.name: stage for stage in PIPELINE}
+
+
+def stage_bundles(cfg, name):
+    return STAGES[name].bundles(cfg)
 
 
 @pytest.fixture
@@ -61,12 +67,6 @@ def test_bundles_skip_what_does_not_run():
     assert stage_bundles(free, "score") == []
 
 
-def test_training_sections_without_an_enabled_flag_count_as_running():
-    cfg = SimpleNamespace(sft=SimpleNamespace(resources=TrainResources(num_workers=3, cpus_per_worker=2)))
-    assert stage_bundles(cfg, "sft") == [{"CPU": 2.0}] * 3
-    assert stage_bundles(cfg, "reward_model") == []  # no such section in this config
-
-
 def test_fits_packs_bundles_onto_single_nodes():
     nodes = [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}]
     assert fits([{"CPU": 2.0}] * 3, nodes)
@@ -93,7 +93,7 @@ def test_gpus_on_a_cpu_cluster_fail_at_once(ray_local, requests):
     cfg = load_config("default", ["score.resources={min_actors: 2, max_actors: 2, num_gpus: 1}"])
     start = time.monotonic()
     with pytest.raises(ResourceError) as err:
-        ensure_resources(stage_bundles(cfg, "score"), cfg.ray.resource_wait_s, "score")
+        ensure_resources(stage_bundles(cfg, "score"), cfg.ray.resource_wait_s, "score", STAGES["score"].needs_set_by)
     assert time.monotonic() - start < 1.0
     msg = str(err.value)
     assert "stage 'score' needs 2 × {GPU: 1, CPU: 1}" in msg
@@ -108,7 +108,7 @@ def test_waiting_in_vain_fails_after_the_wait(ray_local, requests):
     start = time.monotonic()
     with pytest.raises(ResourceError, match=r"stage 'train' needs 1 × \{GPU: 1, CPU: 1\}.*within "
                                             r"ray.resource_wait_s=2 s.*train.resources.num_workers"):
-        ensure_resources(bundles, 2, "train", poll_s=0.25)
+        ensure_resources(bundles, 2, "train", STAGES["train"].needs_set_by, poll_s=0.25)
     assert 1.9 <= time.monotonic() - start < 8
     assert requests == [bundles, []]  # asked, then withdrawn so the autoscaler can scale down
 

@@ -2,9 +2,9 @@ import pyarrow as pa
 import pytest
 import ray
 
+from rayalign.actors.rewards import RewardModelScorer, VaderReward
+from rayalign.actors.runtime import map_with_actors
 from rayalign.config import ActorResources
-from rayalign.data.ray_io import map_with_actors
-from rayalign.rewards import RewardModelScorer, VaderReward
 
 
 def scored_batch():

@@ -34,9 +34,9 @@ def test_the_sampler_prompts_with_the_token_ids_training_uses(bos_model):
     import pyarrow as pa
     from transformers import AutoTokenizer
 
+    from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
     from rayalign.config import SampleConfig
     from rayalign.data.prompts import prompt_token_ids
-    from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
 
     tokenizer = AutoTokenizer.from_pretrained(bos_model)
     prompt = "the film was"

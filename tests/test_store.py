@@ -1,8 +1,9 @@
 import pytest
 
 from rayalign.config import load_config
-from rayalign.data.store import StageStore
-from rayalign.pipeline import active_stages, stage_keys
+from rayalign.pipeline.stages import PIPELINE
+from rayalign.pipeline.graph import cache_keys, plan
+from rayalign.pipeline.store import StageStore
 
 
 def test_commit_swaps_in_the_new_output(tmp_path):
@@ -29,9 +30,13 @@ def test_failed_stage_leaves_previous_output_intact(tmp_path):
     assert (store.path("score") / "a.txt").read_text() == "good" and store.is_complete("score", "h1")
 
 
+def stage_keys(cfg):
+    return cache_keys(plan(cfg, PIPELINE), cfg)
+
+
 def test_stage_keys_change_from_the_changed_stage_on():
     base = stage_keys(load_config("default"))
-    assert list(base) == list(active_stages(load_config("default")))
+    assert list(base) == [node.id for node in plan(load_config("default"), PIPELINE)]
     changed = stage_keys(load_config("default", ["select.eta=0.9"]))
     assert [s for s in base if base[s] != changed[s]] == ["select", "train", "evaluate"]
     sampled = stage_keys(load_config("default", ["sample.k=4"]))
@@ -64,7 +69,7 @@ def test_resources_do_not_invalidate_outputs():
 def test_reused_sampler_logprobs_become_the_reference_column():
     import pyarrow as pa
 
-    from rayalign.stages import _reuse_sampler_logprob
+    from rayalign.pipeline.stages.reference import _reuse_sampler_logprob
 
     out = _reuse_sampler_logprob(pa.table({"sampler_logprob": [-1.5, -2.0]}))
     assert out["ref_logprob"].to_pylist() == [-1.5, -2.0]

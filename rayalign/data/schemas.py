@@ -1,4 +1,4 @@
-"""Arrow schemas of the stage datasets (DESIGN §3); each stage adds columns to its input's."""
+"""Arrow schemas of the stage datasets; each stage adds columns to its input's (docs/architecture.md lists them)."""
 
 import pyarrow as pa
 

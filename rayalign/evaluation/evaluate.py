@@ -11,14 +11,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from rayalign.actors.logprobs import SequenceLogprobs
+from rayalign.actors.rewards import GOLD_REWARDS
+from rayalign.actors.runtime import map_with_actors
+from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
 from rayalign.config import RunConfig
 from rayalign.data import schemas
 from rayalign.data.prompts import split_prompts
-from rayalign.data.ray_io import map_with_actors, to_table
+from rayalign.data.ray_io import to_table
 from rayalign.evaluation.metrics import mean, win_rate
-from rayalign.reference import SequenceLogprobs
-from rayalign.rewards import GOLD_REWARDS
-from rayalign.sampling.vllm_sampler import VLLMSampler, sampler_kwargs
 
 
 def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs: dict[str, str]) -> pa.Table:

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from rayalign.selection.rewards import checked_rewards
+from rayalign.selection.validation import checked_rewards
 
 
 def best_vs_worst(rewards: Sequence[float]) -> list[tuple[int, int]]:

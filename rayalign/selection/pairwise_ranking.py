@@ -5,7 +5,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 
-from rayalign.selection.rewards import checked_rewards
+from rayalign.selection.validation import checked_rewards
 
 logger = logging.getLogger("rayalign.selection")
 

@@ -3,7 +3,7 @@
 import math
 from collections.abc import Sequence
 
-from rayalign.selection.rewards import checked_rewards
+from rayalign.selection.validation import checked_rewards
 
 
 def rs_dpo_pairs(rewards: Sequence[float], tau: float, eta: float) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from rayalign.selection.rewards import checked_rewards
+from rayalign.selection.validation import checked_rewards
 
 
 def rso_sample(rewards: Sequence[float], num_samples: int, beta: float, rng: random.Random) -> list[int]:

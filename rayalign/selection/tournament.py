@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from rayalign.selection.rewards import checked_rewards
+from rayalign.selection.validation import checked_rewards
 
 
 def first_round_pairs(indices: Sequence[int], rewards: Sequence[float]) -> list[tuple[int, int]]:

@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
+from rayalign.actors.runtime import set_torch_threads
 from rayalign.config import TrainerConfig
-from rayalign.data.ray_io import set_torch_threads
 from rayalign.training.deepspeed_config import deepspeed_config
 
 METRICS_FILE = "train_metrics.jsonl"

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import torch
 
+from rayalign.actors.reward_model import reward_inputs
 from rayalign.config import RewardModelConfig
 from rayalign.losses import bradley_terry_loss
-from rayalign.rewards.reward_model import reward_inputs
 from rayalign.training.loop import worker_fit
 
 

@@ -6,9 +6,9 @@ import os
 
 import pyarrow as pa
 
+from rayalign.actors.runtime import set_torch_threads
 from rayalign.data import schemas
 from rayalign.data.prompts import prompt_token_ids
-from rayalign.data.ray_io import set_torch_threads
 from rayalign.seeding import derived_seed
 
 

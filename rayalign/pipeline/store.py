@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow.parquet as pq
-
 MANIFEST = "_manifest.json"
 
 
@@ -54,21 +52,3 @@ class StageStore:
             final.rename(old)
         partial.rename(final)
         shutil.rmtree(old, ignore_errors=True)
-
-
-def parquet_files(folder: Path) -> list[str]:
-    """The Parquet files of a stage directory, sorted."""
-    return sorted(str(p) for p in Path(folder).glob("*.parquet"))
-
-
-def parquet_rows(folder: Path) -> int:
-    """Row count of a stage directory's Parquet files, from their footers."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(folder))
-
-
-def read_table(folder: Path):
-    """All Parquet files of a stage directory as one Arrow table."""
-    files = parquet_files(folder)
-    if not files:
-        raise FileNotFoundError(f"{folder} holds no Parquet files")
-    return pq.ParquetDataset(files).read()

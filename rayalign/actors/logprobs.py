@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import torch
 
-from rayalign.data.ray_io import set_torch_threads
+from rayalign.actors.runtime import set_torch_threads
 from rayalign.logprobs import pad_batch, sequence_logprobs
 
 

@@ -9,34 +9,23 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
-def build_summary(run_dir: Path, manifests: dict[str, dict], tracker) -> dict:
-    """Summary of a finished pipeline from its stage manifests."""
-    ev = manifests["evaluate"]["metrics"]
+def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracker) -> dict:
+    """Summary of a finished run: every node's rows and seconds, where the outputs and the MLflow
+    run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones)."""
     run = tracker.mlflow.get_run(tracker.run_id)
-    chain = {}
-    if "reward_model" in manifests:
-        rm = manifests["reward_model"]["metrics"]
-        chain = {"reward_model": str(run_dir / "reward_model" / "model"),
-                 "rm_heldout_accuracy": rm["heldout_accuracy"],
-                 **({"rm_gold_agreement": rm["rm_gold_agreement"]} if "rm_gold_agreement" in rm else {})}
-    if "sft" in manifests:
-        chain["sft_model"] = str(run_dir / "sft" / "model")
+    added: dict = {}
+    for node in nodes:
+        if node.stage.summary is not None:
+            added.update(node.stage.summary(run_dir / node.id, manifests[node.id]["metrics"]))
     return {
-        "sft_reward": ev["sft_reward"],
-        "aligned_reward": ev["aligned_reward"],
-        "win_rate": ev["win_rate"],
-        "kl": ev.get("kl"),  # None when evaluation sampled at a temperature or top_p other than 1
-        "pairs": int(manifests["select"]["metrics"]["pairs"]),
-        "heldout_prompts": int(ev["heldout_prompts"]),
-        "stage_seconds": {stage: round(m["seconds"], 2) for stage, m in manifests.items()},
-        "stage_rows": {stage: m["rows"] for stage, m in manifests.items()},
+        **added,
+        "stage_seconds": {node: round(m["seconds"], 2) for node, m in manifests.items()},
+        "stage_rows": {node: m["rows"] for node, m in manifests.items()},
         "run_dir": str(run_dir),
-        "outputs": {stage: str(run_dir / stage) for stage in manifests},
-        "aligned_model": str(run_dir / "train" / "model"),
+        "outputs": {node: str(run_dir / node) for node in manifests},
         "mlflow_run_id": tracker.run_id,
         "mlflow_experiment_id": run.info.experiment_id,
         "tracking_uri": tracker.uri,
-        **chain,
     }
 
 

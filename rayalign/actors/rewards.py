@@ -1,7 +1,7 @@
 """Reward scorers used by the score and evaluate stages, each a Ray Data actor class."""
 
-from rayalign.rewards.reward_model import RewardModelScorer
-from rayalign.rewards.vader import VaderReward
+from rayalign.actors.reward_model import RewardModelScorer
+from rayalign.actors.vader import VaderReward
 
 __all__ = ["GOLD_REWARDS", "RewardModelScorer", "VaderReward", "scorer_for"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from rayalign.data.ray_io import set_torch_threads
+from rayalign.actors.runtime import set_torch_threads
 
 
 def append_reward(batch: pa.Table, rewards: list[float], name: str) -> pa.Table:

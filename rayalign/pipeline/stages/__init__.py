@@ -1,0 +1,19 @@
+"""The pipeline's stages, one module each; PIPELINE is their run order. A stage is added by
+writing its module (one `STAGE = Stage(...)`, see rayalign.pipeline.stage) and listing it here."""
+
+from rayalign.pipeline.stages import (evaluate, label, label_sample, prompts, reference, reward_model, sample, score,
+                                      select, sft, train)
+
+PIPELINE = (
+    prompts.STAGE,
+    sft.STAGE,
+    label_sample.STAGE,
+    label.STAGE,
+    reward_model.STAGE,
+    sample.STAGE,
+    reference.STAGE,
+    score.STAGE,
+    select.STAGE,
+    train.STAGE,
+    evaluate.STAGE,
+)

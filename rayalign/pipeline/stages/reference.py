@@ -1,0 +1,65 @@
+"""reference: log π_ref of every sampled response, by a batched forward pass in actors, or the
+sampler's own log-probs when the sampler is the reference at temperature 1 and top_p 1, or none
+(SLiC needs no reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from rayalign.actors.logprobs import SequenceLogprobs
+from rayalign.actors.runtime import map_with_actors
+from rayalign.config import RunConfig, settings
+from rayalign.data import schemas
+from rayalign.data.parquet import read_table
+from rayalign.data.ray_io import read_stage
+from rayalign.models import resolve_model
+from rayalign.pipeline.context import RunContext
+from rayalign.pipeline.resources import actor_bundles
+from rayalign.pipeline.stage import Stage
+from rayalign.pipeline.stage_tools import timed_write, token_metrics
+from rayalign.pipeline.stages import sample, sft
+
+
+def reference_model(ctx: RunContext) -> str:
+    """The one reference model of the run, of training (this stage) and of the evaluation KL:
+    model.reference, or the policy that samples (RunConfig.reference_is_sampler)."""
+    return resolve_model(ctx.cfg.model.reference) if ctx.cfg.model.reference else sft.policy(ctx)
+
+
+def _reuse_sampler_logprob(batch: pa.Table) -> pa.Table:
+    return batch.append_column("ref_logprob", batch["sampler_logprob"])
+
+
+def _no_reference(batch: pa.Table) -> pa.Table:
+    return batch.append_column(pa.field("ref_logprob", pa.float64()), pa.nulls(batch.num_rows, pa.float64()))
+
+
+def run(ctx: RunContext, out: Path) -> dict[str, float]:
+    cfg = ctx.cfg
+    ds = read_stage(ctx.path(sample.STAGE))
+    if not cfg.needs_reference():  # SLiC without the budget regulariser: no reference model at all
+        ds = ds.map_batches(_no_reference, batch_format="pyarrow")
+    elif cfg.reference.reuse_sampler_logprobs:
+        ds = ds.map_batches(_reuse_sampler_logprob, batch_format="pyarrow")
+    else:
+        ds = map_with_actors(ds, SequenceLogprobs, {"models": {"ref_logprob": reference_model(ctx)},
+                                                    "dtype": cfg.model.dtype}, cfg.reference.resources)
+    _, seconds = timed_write(ds, out)
+    return token_metrics(read_table(out), seconds)
+
+
+def _runs_actors(cfg: RunConfig) -> bool:
+    return cfg.needs_reference() and not cfg.reference.reuse_sampler_logprobs
+
+
+STAGE = Stage(
+    name="reference",
+    run=run,
+    reads=(sample.STAGE,),
+    settings=lambda cfg: [settings(cfg.reference), cfg.model.reference, cfg.model.dtype, cfg.needs_reference()],
+    needs=lambda cfg: actor_bundles(cfg.reference.resources) if _runs_actors(cfg) else [],
+    needs_set_by="reference.resources.min_actors / num_gpus / num_cpus (or reference.reuse_sampler_logprobs=true)",
+    schema=schemas.REFERENCE,
+)

@@ -1,0 +1,32 @@
+"""sample: the policy samples sample.k responses per training prompt with vLLM actors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rayalign.config import settings
+from rayalign.data import schemas
+from rayalign.data.parquet import read_table
+from rayalign.data.prompts import split_prompts
+from rayalign.pipeline.context import RunContext
+from rayalign.pipeline.resources import actor_bundles
+from rayalign.pipeline.stage import Stage
+from rayalign.pipeline.stage_tools import sample_prompts
+from rayalign.pipeline.stages import prompts
+
+
+def run(ctx: RunContext, out: Path) -> dict[str, float]:
+    train = split_prompts(read_table(ctx.path(prompts.STAGE)), "train")
+    return sample_prompts(ctx, train, out, ctx.cfg.sample.k, ctx.cfg.sample.seed, "sample")
+
+
+STAGE = Stage(
+    name="sample",
+    run=run,
+    reads=(prompts.STAGE,),
+    starts_from_policy=True,
+    settings=lambda cfg: [settings(cfg.sample), cfg.model.policy, cfg.model.dtype],
+    needs=lambda cfg: actor_bundles(cfg.sample.resources),
+    needs_set_by="sample.resources.min_actors / num_gpus / num_cpus",
+    schema=schemas.SAMPLE,
+)

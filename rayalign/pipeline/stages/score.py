@@ -1,0 +1,40 @@
+"""score: a reward for every sampled response, from VADER or a reward model, in actors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from rayalign.actors.rewards import scorer_for
+from rayalign.actors.runtime import map_with_actors
+from rayalign.config import settings
+from rayalign.data import schemas
+from rayalign.data.parquet import read_table
+from rayalign.data.ray_io import read_stage
+from rayalign.pipeline.context import RunContext
+from rayalign.pipeline.resources import actor_bundles
+from rayalign.pipeline.stage import Stage
+from rayalign.pipeline.stage_tools import timed_write
+from rayalign.pipeline.stages import reference, reward_model
+
+
+def run(ctx: RunContext, out: Path) -> dict[str, float]:
+    scorer, kwargs = scorer_for(ctx.cfg.score, ctx.cfg.score.reward_model_path or reward_model.trained(ctx))
+    ds = map_with_actors(read_stage(ctx.path(reference.STAGE)), scorer, kwargs, ctx.cfg.score.resources)
+    rows, seconds = timed_write(ds, out)
+    rewards = read_table(out)["reward"]
+    return {"rows": rows, "seconds": seconds, "reward_mean": pc.mean(rewards).as_py(),
+            "reward_std": pc.stddev(rewards).as_py(), "reward_min": pc.min(rewards).as_py(),
+            "reward_max": pc.max(rewards).as_py()}
+
+
+STAGE = Stage(
+    name="score",
+    run=run,
+    reads=(reference.STAGE, reward_model.STAGE),
+    settings=lambda cfg: [settings(cfg.score)],
+    needs=lambda cfg: actor_bundles(cfg.score.resources),
+    needs_set_by="score.resources.min_actors / num_gpus / num_cpus",
+    schema=schemas.SCORE,
+)

@@ -1,0 +1,53 @@
+"""train: preference training of the policy on the selected pairs (DPO, IPO, SLiC, RSO
+hinge-norm) in Ray Train workers running DeepSpeed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rayalign.config import settings
+from rayalign.data.parquet import parquet_rows, read_table
+from rayalign.pipeline.context import RunContext
+from rayalign.pipeline.resources import train_bundles
+from rayalign.pipeline.stage import Stage
+from rayalign.pipeline.stage_tools import log_history, training_run
+from rayalign.pipeline.stages import reward_model, select
+from rayalign.training.trainer import fit, shuffled, throughput
+
+
+def run(ctx: RunContext, out: Path) -> dict[str, float]:
+    from rayalign.training.preference import train_loop
+
+    cfg = ctx.cfg.train
+    pairs = shuffled(read_table(ctx.path(select.STAGE)), cfg.seed)
+    start = time.perf_counter()
+    history = fit(train_loop, {"model_path": ctx.latest_policy(), "use_reference": ctx.cfg.needs_reference()},
+                  cfg, pairs, ctx.train_name(), ctx.run_dir, out)
+    seconds, last = time.perf_counter() - start, history[-1]
+    return {"rows": parquet_rows(ctx.path(select.STAGE)), "seconds": seconds, "final_loss": last["loss"],
+            "final_reward_accuracy": last["reward_accuracy"], "final_reward_margin": last["reward_margin"],
+            **throughput(history, seconds)}
+
+
+def track(ctx: RunContext, folder: Path) -> None:
+    log_history(ctx, folder)
+    ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
+    consumed = {"policy": ctx.latest_policy()}
+    if ctx.cfg.score.reward == "reward_model":
+        consumed["reward_model"] = ctx.cfg.score.reward_model_path or reward_model.trained(ctx)
+    training_run(ctx, folder, ctx.cfg.train.model_dump(mode="json"), consumed, ctx.path(select.STAGE), "pairs")
+
+
+STAGE = Stage(
+    name="train",
+    run=run,
+    reads=(select.STAGE,),
+    starts_from_policy=True,
+    settings=lambda cfg: [settings(cfg.train), cfg.model.policy],
+    needs=lambda cfg: train_bundles(cfg.train.resources),
+    needs_set_by="train.resources.num_workers / use_gpu / cpus_per_worker",
+    track=track,
+    summary=lambda folder, metrics: {"aligned_model": str(folder / "model")},
+    produces_policy=True,
+)

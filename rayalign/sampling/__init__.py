@@ -1,1 +1,0 @@
-"""Response sampling: the vLLM actor used by Ray Data map_batches."""
