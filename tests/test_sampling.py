@@ -53,3 +53,52 @@ def test_the_sampler_prompts_with_the_token_ids_training_uses(bos_model):
     expected = prompt_token_ids(tokenizer, [prompt])[0]
     assert bos not in expected
     assert out["prompt_token_ids"].to_pylist() == [expected, expected]
+
+
+def test_weights_loaded_in_memory_are_the_ones_vllm_samples_with(tiny_model):
+    """PPO's weight sync on the CPU backend: after load_weights, vLLM's log-probs of a fixed sequence
+    are the trainer's (fp32: within 1e-3 nats per token) and no longer the old weights'."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vllm import SamplingParams
+
+    from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
+    from rayalign.config import SampleConfig
+    from rayalign.logprobs import sequence_logprobs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = tokenizer("the film was great but the plot was dull and the ending sad", add_special_tokens=False)["input_ids"]
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    sampler = VLLMSampler(**sampler_kwargs(tiny_model, SampleConfig(max_model_len=64), "float32", n=1, seed=0,
+                                           stream="ppo", temperature=1.0, top_p=1.0))
+
+    def vllm_logprobs() -> torch.Tensor:
+        out = sampler.llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=1, prompt_logprobs=0),
+                                   use_tqdm=False)[0]
+        return torch.tensor([step[tok].logprob for tok, step in zip(ids[1:], out.prompt_logprobs[1:])])
+
+    def policy_logprobs() -> torch.Tensor:
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            logits = policy(input_ids=x).logits[0, :-1].double()
+        return torch.log_softmax(logits, -1).gather(-1, x[0, 1:, None])[:, 0].float()
+
+    try:
+        before = vllm_logprobs()
+        torch.testing.assert_close(before, policy_logprobs(), atol=1e-3, rtol=0)
+        torch.manual_seed(0)
+        with torch.no_grad():  # a training step's worth of change, and more
+            for p in policy.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        sampler.load_weights(policy.state_dict().items())
+        after = vllm_logprobs()
+    finally:
+        del sampler
+        gc.collect()
+    torch.testing.assert_close(after, policy_logprobs(), atol=1e-3, rtol=0)
+    assert (after - before).abs().max() > 0.05
+    # The trainer's own summed log-prob of the response tokens agrees too.
+    mask = torch.ones(1, len(ids), dtype=torch.bool)
+    mask[0, 0] = False
+    total = sequence_logprobs(policy, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), mask)
+    assert total.item() == pytest.approx(after.sum().item(), abs=1e-3 * len(ids))

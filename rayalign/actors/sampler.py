@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -10,6 +12,9 @@ from rayalign.actors.runtime import set_torch_threads
 from rayalign.data import schemas
 from rayalign.data.prompts import prompt_token_ids
 from rayalign.seeding import derived_seed
+
+if TYPE_CHECKING:
+    import torch
 
 
 class VLLMSampler:
@@ -41,6 +46,16 @@ class VLLMSampler:
                        gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
                        **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replace the engine's weights in memory with HF-named tensors (a policy's state dict), as
+        PPO does after each step, and drop the prefix cache computed with the old ones.
+
+        vLLM's in-place reload re-runs its weight processing, so it also works on the CPU backend,
+        whose linear layers hold repacked copies. Tied embeddings: pass lm_head.weight too (the
+        reload keeps the head apart from the embedding and leaves it stale without it)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights)})
+        self.llm.reset_prefix_cache()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         pids, prompts = batch.column("prompt_id").to_pylist(), batch.column("prompt").to_pylist()
