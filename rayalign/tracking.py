@@ -26,6 +26,14 @@ def default_tracking_uri(run_root: Path) -> str:
     return f"sqlite:///{(run_root / 'mlflow.db').resolve()}"
 
 
+def tracking_target(cfg: RunConfig, run_root: Path, tracking_uri: str | None = None) -> tuple[str, str]:
+    """(tracking URI, experiment name) as MLflow users expect: the command line's --tracking-uri, then
+    tracking.uri, then MLFLOW_TRACKING_URI, then a SQLite store under the run root; tracking.experiment,
+    then MLFLOW_EXPERIMENT_NAME, then "rayalign"."""
+    uri = tracking_uri or cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(run_root)
+    return uri, cfg.tracking.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "rayalign"
+
+
 class Tracker:
     """The MLflow run of one pipeline run."""
 
@@ -35,12 +43,12 @@ class Tracker:
         self.mlflow = mlflow
         self.run_dir = run_dir
         run_root = run_dir.parent
-        self.uri = tracking_uri or cfg.tracking.uri or default_tracking_uri(run_root)
+        self.uri, name = tracking_target(cfg, run_root, tracking_uri)
         mlflow.set_tracking_uri(self.uri)
-        experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+        experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             artifacts = (run_root / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite:") else None
-            experiment_id = mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+            experiment_id = mlflow.create_experiment(name, artifact_location=artifacts)
         else:
             experiment_id = experiment.experiment_id
         config_hash = fingerprint(cfg.model_dump(mode="json"))

@@ -96,3 +96,18 @@ def test_adam_betas_reach_the_deepspeed_optimizer():
     assert deepspeed_config(cfg.train, 1)["optimizer"]["params"]["betas"] == [0.9, 0.95]
     with pytest.raises(ConfigError, match=r"train\.adam_betas\.1"):
         load_config("default", ["train.adam_betas=[0.9, 1.0]"])
+
+
+def test_tracking_follows_mlflow_environment_variables_after_the_command_line_and_config(monkeypatch, tmp_path):
+    from rayalign.tracking import tracking_target
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    cfg = load_config("default")
+    assert tracking_target(cfg, tmp_path) == (f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}", "rayalign")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    assert tracking_target(cfg, tmp_path) == ("http://env:5000", "from-env")
+    configured = load_config("default", ["tracking.uri=http://cfg:5000", "tracking.experiment=from-cfg"])
+    assert tracking_target(configured, tmp_path) == ("http://cfg:5000", "from-cfg")
+    assert tracking_target(configured, tmp_path, "http://cli:5000")[0] == "http://cli:5000"

@@ -281,8 +281,13 @@ class EvaluateConfig(Section):
 
 
 class TrackingConfig(Section):
-    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///<run root>/mlflow.db.")
-    experiment: str = Field("rayalign", description="MLflow experiment name.")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (--tracking-uri wins); default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<run root>/mlflow.db."
+    )
+    experiment: str | None = Field(
+        None, description="MLflow experiment name; default: $MLFLOW_EXPERIMENT_NAME, else 'rayalign'."
+    )
 
 
 class RayConfig(Section):
