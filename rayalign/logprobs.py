@@ -23,10 +23,15 @@ def pad_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
     return input_ids, attention_mask, response_mask
 
 
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """log π(x_{j+1} | x_≤j) at every position j, shape [B, L − 1]; differentiable. Position j holds
+    the log-prob of token j + 1, so a response's tokens sit where response_mask[:, 1:] is true."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    targets = input_ids[:, 1:]
+    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       response_mask: torch.Tensor) -> torch.Tensor:
     """Σ log π(y_t | x, y_<t) over response positions, shape [B]; differentiable."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    targets = input_ids[:, 1:]
-    token_logps = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-    return (token_logps * response_mask[:, 1:]).sum(-1)
+    return (token_logprobs(model, input_ids, attention_mask) * response_mask[:, 1:]).sum(-1)

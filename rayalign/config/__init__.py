@@ -9,6 +9,7 @@ from rayalign.config.sections import (
     EvaluateConfig,
     LabelConfig,
     ModelConfig,
+    PPOConfig,
     RayConfig,
     ReferenceConfig,
     RewardModelConfig,
@@ -24,7 +25,7 @@ from rayalign.config.sections import (
     TrainResources,
 )
 
-__all__ = ["ActorResources", "ConfigError", "DataConfig", "EvaluateConfig", "LabelConfig", "ModelConfig",
+__all__ = ["ActorResources", "ConfigError", "DataConfig", "EvaluateConfig", "LabelConfig", "ModelConfig", "PPOConfig",
            "RayConfig", "ReferenceConfig", "RewardModelConfig", "RunConfig", "SFTConfig", "SampleConfig",
            "ScoreConfig", "SelectConfig", "TextTrainerConfig", "TrackingConfig", "TrainConfig", "TrainResources",
            "TrainerConfig", "apply_override", "fingerprint", "flatten", "flatten_dict", "load_config",

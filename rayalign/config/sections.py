@@ -269,6 +269,30 @@ class RewardModelConfig(TextTrainerConfig):
     )
 
 
+class PPOConfig(TrainerConfig):
+    """The PPO baseline (InstructGPT-style, docs/methods.md): vLLM rollouts from the current policy,
+    rewards from score.*, a critic and the KL to the reference, several clipped updates per rollout,
+    and the new weights loaded into vLLM after every step. Replaces the offline sample → reference →
+    score → select → train path when enabled. micro_batch_size is the rows per update (mini-batch);
+    epochs is not used (steps is)."""
+
+    enabled: bool = Field(False, description="Run the ppo stage instead of the offline rejection-sampling path.")
+    steps: int = Field(8, ge=1, description="PPO steps: a rollout, ppo_epochs of updates on it, a weight sync.")
+    prompts_per_step: int = Field(16, ge=1, description="Training prompts per rollout (cycling through them).")
+    responses_per_prompt: int = Field(1, ge=1, description="Responses sampled per prompt in a rollout.")
+    ppo_epochs: int = Field(4, ge=1, description="Passes of updates over each rollout.")
+    kl_coef: float = Field(0.05, ge=0, description="β_kl of the per-token KL penalty −β_kl·(log π − log π_ref).")
+    kl_target: float | None = Field(
+        None, gt=0, description="Target per-sequence KL of the adaptive controller (Ziegler et al.); None: fixed β_kl."
+    )
+    kl_horizon: int = Field(10000, ge=1, description="Horizon (in sequences) of the adaptive KL controller.")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount γ.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE λ.")
+    clip: float = Field(0.2, gt=0, description="Policy ratio clip c: ρ is clipped to [1 − c, 1 + c].")
+    value_clip: float = Field(0.2, gt=0, description="Value clip: V − V_old is clipped to [−c, c].")
+    critic_learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the critic.")
+
+
 class EvaluateConfig(Section):
     samples_per_prompt: int = Field(2, ge=1, description="Responses per held-out prompt and policy.")
     gold_reward: Literal["vader"] = Field("vader", description="Reward that judges SFT vs aligned.")
@@ -310,6 +334,7 @@ class RunConfig(Section):
     label: LabelConfig = Field(default_factory=LabelConfig)
     reward_model: RewardModelConfig = Field(default_factory=lambda: RewardModelConfig(learning_rate=5e-5))
     train: TrainConfig = Field(default_factory=TrainConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -332,6 +357,13 @@ class RunConfig(Section):
         """Whether the reference model (model.reference, default: the policy that samples, i.e. the SFT
         model when sft runs) is the model that samples."""
         return self.model.reference is None or (self.model.reference == self.model.policy and not self.sft.enabled)
+
+    @model_validator(mode="after")
+    def _ppo_syncs_whole_weights(self) -> RunConfig:
+        if self.ppo.enabled and self.ppo.zero_stage == 3:
+            raise ValueError("ppo.zero_stage=3 is not supported yet: the weight sync into vLLM reads whole "
+                             "parameters; use ppo.zero_stage 0, 1 or 2")
+        return self
 
     @model_validator(mode="after")
     def _reuse_needs_plain_sampling(self) -> RunConfig:

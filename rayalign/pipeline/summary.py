@@ -52,7 +52,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{stage:<11}  {summary['stage_rows'][stage]:>8}  {seconds:>7.1f}")
     lines += [
         "",
-        f"held-out prompts: {summary['heldout_prompts']}   preference pairs: {summary['pairs']}",
+        f"held-out prompts: {summary['heldout_prompts']}"
+        + (f"   preference pairs: {summary['pairs']}" if "pairs" in summary else ""),
         "policy     mean gold reward",
         f"SFT        {summary['sft_reward']:+.4f}",
         f"aligned    {summary['aligned_reward']:+.4f}",

@@ -125,27 +125,12 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
     steps it had done and sees every example as often as an uninterrupted run.
     """
     import ray.train
-
-    set_torch_threads(cfg.resources.torch_threads)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    _set_rank_env(ctx)
-    if not cfg.resources.use_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", loop_config["torch_extensions_dir"])
-    import deepspeed
     from transformers import AutoTokenizer
 
-    torch.manual_seed(cfg.seed)
-    device = torch.device(f"cuda:{ctx.get_local_rank()}") if cfg.resources.use_gpu else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    rank, world, device = setup_worker(loop_config, cfg)
     tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
     model, batch_loss = build(tokenizer)
-    warmup = functools.partial(warmup_factor, warmup_steps=cfg.warmup_steps)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                      lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup),
-                                      config=deepspeed_config(cfg, world))
+    engine = deepspeed_engine(model, cfg, world)
     history, final = _resume(engine)
     if final is not None:  # the run had finished; only its final report was lost
         ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
@@ -174,14 +159,50 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
     if not history:
         raise RuntimeError(f"no optimizer step: the training data has fewer rows than the {world} worker(s); "
                            "give the stage more data or lower resources.num_workers")
+    report_final(engine, tokenizer, history, rank, cfg.zero_stage)
+    engine.destroy()
+
+
+def setup_worker(loop_config: dict, cfg: TrainerConfig) -> tuple[int, int, torch.device]:
+    """Threads, the environment DeepSpeed reads, the seed and the device of a Ray Train worker:
+    (rank, world size, device)."""
+    import ray.train
+
+    set_torch_threads(cfg.resources.torch_threads)
+    ctx = ray.train.get_context()
+    _set_rank_env(ctx)
+    if not cfg.resources.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", loop_config["torch_extensions_dir"])
+    torch.manual_seed(cfg.seed)
+    device = torch.device(f"cuda:{ctx.get_local_rank()}") if cfg.resources.use_gpu else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return ctx.get_world_rank(), ctx.get_world_size(), device
+
+
+def deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig, world: int):
+    """A DeepSpeed engine for `model` with cfg's optimiser, ZeRO stage, precision and warm-up."""
+    import deepspeed
+
+    warmup = functools.partial(warmup_factor, warmup_steps=cfg.warmup_steps)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                      lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup),
+                                      config=deepspeed_config(cfg, world))
+    return engine
+
+
+def report_final(engine, tokenizer, history: list[dict], rank: int, zero_stage: int) -> None:
+    """Report the final HF checkpoint of `engine`'s model with the step history (trainer.fit copies it out)."""
+    import ray.train
+
     with tempfile.TemporaryDirectory() as tmp:
-        _save_hf(engine, tokenizer, Path(tmp), rank, cfg.zero_stage)
+        _save_hf(engine, tokenizer, Path(tmp), rank, zero_stage)
         checkpoint = None
         if rank == 0:
             _write_state(Path(tmp), history, final=True)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({**history[-1], "final": 1}, checkpoint=checkpoint)
-    engine.destroy()
 
 
 def _write_state(folder: Path, history: list[dict], final: bool) -> None:

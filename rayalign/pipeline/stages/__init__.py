@@ -1,8 +1,8 @@
 """The pipeline's stages, one module each; PIPELINE is their run order. A stage is added by
 writing its module (one `STAGE = Stage(...)`, see rayalign.pipeline.stage) and listing it here."""
 
-from rayalign.pipeline.stages import (evaluate, label, label_sample, prompts, reference, reward_model, sample, score,
-                                      select, sft, train)
+from rayalign.pipeline.stages import (evaluate, label, label_sample, ppo, prompts, reference, reward_model, sample,
+                                      score, select, sft, train)
 
 PIPELINE = (
     prompts.STAGE,
@@ -15,5 +15,6 @@ PIPELINE = (
     score.STAGE,
     select.STAGE,
     train.STAGE,
+    ppo.STAGE,
     evaluate.STAGE,
 )

@@ -57,6 +57,7 @@ def _runs_actors(cfg: RunConfig) -> bool:
 STAGE = Stage(
     name="reference",
     run=run,
+    active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(sample.STAGE,),
     settings=lambda cfg: [settings(cfg.reference), cfg.model.reference, cfg.model.dtype, cfg.needs_reference()],
     needs=lambda cfg: actor_bundles(cfg.reference.resources) if _runs_actors(cfg) else [],

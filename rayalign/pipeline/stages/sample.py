@@ -23,6 +23,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 STAGE = Stage(
     name="sample",
     run=run,
+    active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(prompts.STAGE,),
     starts_from_policy=True,
     settings=lambda cfg: [settings(cfg.sample), cfg.model.policy, cfg.model.dtype],

@@ -32,6 +32,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 STAGE = Stage(
     name="score",
     run=run,
+    active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(reference.STAGE, reward_model.STAGE),
     settings=lambda cfg: [settings(cfg.score)],
     needs=lambda cfg: actor_bundles(cfg.score.resources),

@@ -74,6 +74,7 @@ def track(ctx: RunContext, folder: Path) -> None:
 STAGE = Stage(
     name="select",
     run=run,
+    active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(score.STAGE, reward_model.STAGE),
     settings=lambda cfg: [settings(cfg.select)],
     # Pairwise ranking with a reward-model judge scores candidates in a pool with the score settings.

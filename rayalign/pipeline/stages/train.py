@@ -42,6 +42,7 @@ def track(ctx: RunContext, folder: Path) -> None:
 STAGE = Stage(
     name="train",
     run=run,
+    active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(select.STAGE,),
     starts_from_policy=True,
     settings=lambda cfg: [settings(cfg.train), cfg.model.policy],

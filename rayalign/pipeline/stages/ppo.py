@@ -1,0 +1,75 @@
+"""ppo: the online RLHF baseline in place of the offline sample → ... → train path: vLLM rollouts
+from the current policy, rewards from score.*, a critic, the KL to the reference, clipped updates,
+new weights into vLLM every step (rayalign.training.ppo) — one Ray Train job."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import ray
+
+from rayalign.actors.sampler import sampler_kwargs
+from rayalign.config import settings
+from rayalign.data.parquet import read_table
+from rayalign.data.prompts import split_prompts
+from rayalign.pipeline.context import RunContext
+from rayalign.pipeline.resources import train_bundles
+from rayalign.pipeline.stage import Stage
+from rayalign.pipeline.stage_tools import training_run
+from rayalign.pipeline.stages import prompts, reference, reward_model
+from rayalign.training.trainer import fit, throughput
+
+
+def _reward_model(ctx: RunContext) -> str | None:
+    if ctx.cfg.score.reward != "reward_model":
+        return None
+    return ctx.cfg.score.reward_model_path or reward_model.trained(ctx)
+
+
+def run(ctx: RunContext, out: Path) -> dict[str, float]:
+    from rayalign.training.ppo import train_loop
+
+    cfg, policy = ctx.cfg, ctx.latest_policy()
+    train = split_prompts(read_table(ctx.path(prompts.STAGE)), "train")
+    loop_config = {
+        "model_path": policy, "reference_path": reference.reference_model(ctx),
+        # The critic starts from the reward model when one scores, else from the policy.
+        "critic_path": _reward_model(ctx) or policy,
+        "reward": cfg.score.reward, "reward_model_path": _reward_model(ctx),
+        "sampler": sampler_kwargs(policy, cfg.sample, cfg.model.dtype, n=cfg.ppo.responses_per_prompt,
+                                  seed=cfg.ppo.seed, stream="ppo", temperature=cfg.sample.temperature,
+                                  top_p=cfg.sample.top_p),
+        "tracking": {"uri": ctx.tracker.uri, "run_id": ctx.tracker.run_id},
+    }
+    start = time.perf_counter()
+    history = fit(train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), ctx.train_name(), ctx.run_dir, out)
+    seconds, last = time.perf_counter() - start, history[-1]
+    return {"rows": train.num_rows, "seconds": seconds, "final_reward_mean": last["reward_mean"],
+            "final_kl": last["kl"], "weight_sync_s": sum(h["weight_sync_s"] for h in history) / len(history),
+            **throughput(history, seconds)}
+
+
+def track(ctx: RunContext, folder: Path) -> None:
+    # The step metrics reached the pipeline's run live; the nested run holds them with the lineage.
+    consumed = {"policy": ctx.latest_policy(), "reference": reference.reference_model(ctx)}
+    if _reward_model(ctx):
+        consumed["reward_model"] = _reward_model(ctx)
+    ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
+    training_run(ctx, folder, ctx.cfg.ppo.model_dump(mode="json"), consumed, ctx.path(prompts.STAGE), "prompts")
+
+
+STAGE = Stage(
+    name="ppo",
+    run=run,
+    reads=(prompts.STAGE, reward_model.STAGE),
+    settings=lambda cfg: [settings(cfg.ppo), settings(cfg.sample), settings(cfg.score), cfg.model.policy,
+                          cfg.model.reference, cfg.model.dtype],
+    active=lambda cfg: cfg.ppo.enabled,
+    needs=lambda cfg: train_bundles(cfg.ppo.resources),
+    needs_set_by="ppo.resources.num_workers / use_gpu / cpus_per_worker",
+    track=track,
+    summary=lambda folder, metrics: {"aligned_model": str(folder / "model")},
+    produces_policy=True,
+    starts_from_policy=True,
+)

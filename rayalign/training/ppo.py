@@ -1,0 +1,161 @@
+"""The PPO worker loop (InstructGPT-style, rayalign.losses.ppo for the maths), run by Ray Train.
+
+One worker holds the policy and the critic (DeepSpeed engines), the frozen reference model, the
+reward scorer and an in-process vLLM engine. Each step: the engine samples responses for the
+step's prompts from its own random stream; the policy, reference and critic score them in one
+forward pass each (old log-probs come from the trainer, not from vLLM); rewards are the score at
+the last response token minus the per-token KL penalty; GAE advantages are whitened over the
+rollout; ppo_epochs of clipped updates run over shuffled mini-batches; the new weights go into
+the vLLM engine in memory. Step metrics go live to the pipeline's MLflow run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pyarrow as pa
+import torch
+
+from rayalign.config import PPOConfig
+from rayalign.logprobs import pad_batch, token_logprobs
+from rayalign.losses.ppo import (AdaptiveKLController, gae, kl_penalized_rewards, masked_whiten, ppo_policy_loss,
+                                 ppo_value_loss)
+from rayalign.training.loop import deepspeed_engine, report_final, setup_worker
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((x * mask).sum() / mask.sum().clamp(min=1))
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var(R − V)/Var(R) over masked tokens: how much of the returns the critic predicts."""
+    var = _masked_mean((returns - _masked_mean(returns, mask)) ** 2, mask)
+    err = returns - values
+    return 1.0 - _masked_mean((err - _masked_mean(err, mask)) ** 2, mask) / max(var, 1e-12)
+
+
+def step_prompts(prompts: list[dict], step: int, n: int, seed: int) -> list[dict]:
+    """The prompts of PPO step `step`: a seeded shuffle of the training prompts, cycled n at a time."""
+    order = random.Random(seed).sample(range(len(prompts)), len(prompts))
+    return [prompts[order[(step * n + i) % len(prompts)]] for i in range(n)]
+
+
+class _Rewards:
+    """The score stage's reward, in process: VADER, or an HF sequence-classification reward model."""
+
+    def __init__(self, reward: str, model_path: str | None):
+        from rayalign.actors.rewards import RewardModelScorer, VaderReward
+
+        self.scorer = VaderReward() if reward == "vader" else RewardModelScorer(model_path)
+        self.reward = reward
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        if self.reward == "vader":
+            return self.scorer.score(responses)
+        return self.scorer.score(prompts, responses)
+
+
+def _live_logger(tracking: dict | None):
+    """log(metrics, step) into the pipeline's MLflow run as 'ppo/<name>', or a no-op without one."""
+    if not tracking:
+        return lambda metrics, step: None
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking["uri"])
+
+    def log(metrics: dict, step: int) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(tracking["run_id"], metrics=[Metric(f"ppo/{k}", float(v), now, step)
+                                                      for k, v in metrics.items()])
+    return log
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train worker entry point of the ppo stage."""
+    import ray.train
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+    from rayalign.actors.sampler import VLLMSampler
+
+    cfg = PPOConfig.model_validate(loop_config["trainer"])
+    rank, world, device = setup_worker(loop_config, cfg)
+    if world != 1:
+        raise RuntimeError("the ppo stage runs on one worker for now; set ppo.resources.num_workers=1")
+    tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    policy = deepspeed_engine(AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=torch.float32),
+                              cfg, world)
+    critic_model = AutoModelForTokenClassification.from_pretrained(loop_config["critic_path"], num_labels=1,
+                                                                   dtype=torch.float32)
+    critic = deepspeed_engine(critic_model, cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
+    reference = AutoModelForCausalLM.from_pretrained(loop_config["reference_path"], dtype=torch.float32).to(device)
+    reference.eval().requires_grad_(False)
+    rewards_of = _Rewards(loop_config["reward"], loop_config.get("reward_model_path"))
+    sampler = VLLMSampler(**loop_config["sampler"])
+    kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+    log = _live_logger(loop_config.get("tracking"))
+    training_prompts = list(ray.train.get_dataset_shard("train").iter_rows())
+    rng, history = random.Random(cfg.seed), []
+    for step in range(cfg.steps):
+        started = time.perf_counter()
+        prompts = step_prompts(training_prompts, step, cfg.prompts_per_step, cfg.seed)
+        sampler.stream = f"ppo.step{step}"  # each step draws from a stream of its own
+        rollout = sampler(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts]))
+        rollout_s = time.perf_counter() - started
+        scores = torch.tensor(rewards_of(rollout["prompt"].to_pylist(), rollout["response"].to_pylist()),
+                              dtype=torch.float32, device=device)
+        ids, attention, response = (t.to(device) for t in pad_batch(rollout["prompt_token_ids"].to_pylist(),
+                                                                    rollout["response_token_ids"].to_pylist(), pad_id))
+        mask = response[:, 1:].float()  # position j holds the log-prob of token j + 1
+        with torch.no_grad():
+            old_logprobs = token_logprobs(policy, ids, attention) * mask
+            ref_logprobs = token_logprobs(reference, ids, attention) * mask
+            old_values = critic(input_ids=ids, attention_mask=attention).logits[:, :-1, 0].float() * mask
+            kl = ((old_logprobs - ref_logprobs) * mask).sum(-1)
+            rewards = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, kl_ctl.value)
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            advantages = masked_whiten(advantages, mask)
+        trained = time.perf_counter()
+        updates = []
+        for _ in range(cfg.ppo_epochs):
+            order = rng.sample(range(ids.shape[0]), ids.shape[0])
+            for start in range(0, len(order), cfg.micro_batch_size):
+                rows = torch.tensor(order[start:start + cfg.micro_batch_size], device=device)
+                m = mask[rows]
+                logprobs = token_logprobs(policy, ids[rows], attention[rows])
+                policy_loss, clipped = ppo_policy_loss(logprobs, old_logprobs[rows], advantages[rows], m, cfg.clip)
+                policy.backward(policy_loss, scale_wrt_gas=False)
+                policy.step()
+                values = critic(input_ids=ids[rows], attention_mask=attention[rows]).logits[:, :-1, 0].float()
+                value_loss = ppo_value_loss(values, old_values[rows], returns[rows], m, cfg.value_clip)
+                critic.backward(value_loss, scale_wrt_gas=False)
+                critic.step()
+                with torch.no_grad():
+                    approx_kl = _masked_mean(0.5 * (logprobs - old_logprobs[rows]) ** 2, m)
+                updates.append((policy_loss.item(), value_loss.item(), clipped.item(), approx_kl))
+        train_s = time.perf_counter() - trained
+        synced = time.perf_counter()
+        sampler.load_weights(policy.module.state_dict().items())
+        sync_s = time.perf_counter() - synced
+        tokens = float(mask.sum())
+        stats = {
+            "reward_mean": float(scores.mean()), "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
+            "kl": float(kl.mean()), "kl_coef": kl_ctl.value,
+            "policy_loss": sum(u[0] for u in updates) / len(updates),
+            "value_loss": sum(u[1] for u in updates) / len(updates),
+            "clip_fraction": sum(u[2] for u in updates) / len(updates),
+            "approx_kl": sum(u[3] for u in updates) / len(updates),
+            "explained_variance": explained_variance(old_values, returns, mask),
+            "response_length": tokens / ids.shape[0], "rollout_tokens_per_s": tokens / max(rollout_s, 1e-9),
+            "train_tokens_per_s": tokens * cfg.ppo_epochs / max(train_s, 1e-9), "weight_sync_s": sync_s,
+            "learning_rate": float(policy.get_lr()[0]), "tokens": tokens,
+            "tokens_per_s": tokens / max(time.perf_counter() - started, 1e-9),
+        }
+        kl_ctl.update(stats["kl"], n_steps=ids.shape[0])
+        history.append({"step": step + 1, "epoch": 0, **stats})
+        log(stats, step + 1)
+    critic.destroy()
+    report_final(policy, tokenizer, history, rank, cfg.zero_stage)
+    policy.destroy()
