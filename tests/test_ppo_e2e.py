@@ -51,3 +51,59 @@ def test_every_step_logs_its_metrics_live(ppo_run):
     history = client.get_metric_history(summary["mlflow_run_id"], "ppo/reward_mean")
     assert [m.step for m in history] == [1, 2]
     assert [m.value for m in history] == pytest.approx([s["reward_mean"] for s in steps])
+
+
+def crash_after_first_checkpoint(loop_config: dict) -> None:
+    """The PPO worker loop, made to die right after its first checkpoint is reported."""
+    from pathlib import Path
+
+    import ray.train
+
+    from rayalign.training.ppo import train_loop
+
+    marker = Path(loop_config["crash_marker"])
+    report = ray.train.report
+
+    def crashing_report(metrics, checkpoint=None, **kwargs):
+        report(metrics, checkpoint=checkpoint, **kwargs)
+        if checkpoint is not None and not marker.exists():
+            marker.touch()
+            raise RuntimeError("injected crash after the first checkpoint")
+
+    ray.train.report = crashing_report
+    train_loop(loop_config)
+
+
+def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, prompts_file, ray_local):
+    """Killed after step 1's checkpoint, rerun: step 1 is restored (not recomputed) and steps 2 and 3
+    follow, with the KL coefficient and vLLM's weights as they were."""
+    import pyarrow as pa
+    import ray
+    from ray.train import TrainingFailedError
+
+    from rayalign.actors.sampler import sampler_kwargs
+    from rayalign.training.trainer import fit
+
+    cfg = load_config("default", tiny_overrides(tiny_model, prompts_file) + PPO + [
+        "ppo.steps=3", "ppo.checkpoint_every_steps=1", "ppo.keep_checkpoints=1", "ppo.kl_target=1.0",
+        "ppo.kl_horizon=10"])
+    prompts = pa.table({"prompt_id": [f"p{i}" for i in range(4)], "prompt": [f"review {i}: the film" for i in range(4)]})
+    loop_config = {"model_path": tiny_model, "reference_path": tiny_model, "critic_path": tiny_model,
+                   "reward": "vader", "reward_model_path": None, "tracking": None,
+                   "sampler": sampler_kwargs(tiny_model, cfg.sample, "float32", n=2, seed=0, stream="ppo",
+                                             temperature=1.0, top_p=1.0),
+                   "crash_marker": str(tmp_path / "crashed")}
+    with pytest.raises(TrainingFailedError):
+        fit(crash_after_first_checkpoint, loop_config, cfg.ppo, ray.data.from_arrow(prompts), "ppo-resume", tmp_path,
+            tmp_path / "a")
+    saved = sorted((tmp_path / "ray_train" / "ppo-resume").glob("step_*/train_metrics.jsonl"))
+    before = [json.loads(x) for x in saved[-1].read_text().splitlines()]
+    assert [s["step"] for s in before] == [1]
+    (tmp_path / "b").mkdir()
+    steps = fit(crash_after_first_checkpoint, loop_config, cfg.ppo, ray.data.from_arrow(prompts), "ppo-resume",
+                tmp_path, tmp_path / "b")
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert steps[0] == before[0]  # restored from the checkpoint, not recomputed
+    # The adaptive coefficient carried over: step 2 used what step 1's update left.
+    expected = cfg.ppo.kl_coef * (1 + max(-0.2, min(0.2, before[0]["kl"] / 1.0 - 1)) * 8 / 10)
+    assert steps[1]["kl_coef"] == pytest.approx(expected)

@@ -205,8 +205,8 @@ def report_final(engine, tokenizer, history: list[dict], rank: int, zero_stage: 
         ray.train.report({**history[-1], "final": 1}, checkpoint=checkpoint)
 
 
-def _write_state(folder: Path, history: list[dict], final: bool) -> None:
-    (folder / STATE_FILE).write_text(json.dumps({"steps": len(history), "final": final}))
+def _write_state(folder: Path, history: list[dict], final: bool, extra: dict | None = None) -> None:
+    (folder / STATE_FILE).write_text(json.dumps({"steps": len(history), "final": final, "extra": extra or {}}))
     with open(folder / METRICS_FILE, "w") as f:
         f.writelines(json.dumps(h) + "\n" for h in history)
 
@@ -217,24 +217,37 @@ def read_history(folder: Path) -> list[dict]:
 
 
 def _report_resumable(engine, history: list[dict], rank: int) -> None:
-    """Every rank saves its DeepSpeed shard; Ray Train merges them into one checkpoint directory."""
+    report_resumable({DEEPSPEED_DIR: engine}, history, rank)
+
+
+def report_resumable(engines: dict, history: list[dict], rank: int, extra: dict | None = None) -> None:
+    """A resumable checkpoint of several engines (a folder each) and the loop's own state (`extra`,
+    JSON): every rank saves its DeepSpeed shards; Ray Train merges them into one checkpoint directory."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
-        engine.save_checkpoint(str(Path(tmp) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+        for folder, engine in engines.items():
+            engine.save_checkpoint(str(Path(tmp) / folder), tag=DEEPSPEED_TAG)
         if rank == 0:
-            _write_state(Path(tmp), history, final=False)
+            _write_state(Path(tmp), history, final=False, extra=extra)
         ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"step_{len(history):06d}")
 
 
 def _resume(engine) -> tuple[list[dict], object]:
     """(history so far, the final checkpoint if the run had finished) from Ray Train's latest checkpoint."""
+    history, final, _ = resume({DEEPSPEED_DIR: engine})
+    return history, final
+
+
+def resume(engines: dict) -> tuple[list[dict], object, dict]:
+    """(history so far, the final checkpoint if the run had finished, the loop's saved state) from Ray
+    Train's latest checkpoint, loading each engine from its folder."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return [], None
+        return [], None, {}
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         state = json.loads((folder / STATE_FILE).read_text())
@@ -242,10 +255,11 @@ def _resume(engine) -> tuple[list[dict], object]:
         if state["final"]:
             keep = Path(tempfile.mkdtemp(prefix="rayalign-final-"))
             shutil.copytree(folder, keep, dirs_exist_ok=True)
-            return history, ray.train.Checkpoint.from_directory(str(keep))
-        engine.load_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+            return history, ray.train.Checkpoint.from_directory(str(keep)), state.get("extra", {})
+        for name, engine in engines.items():
+            engine.load_checkpoint(str(folder / name), tag=DEEPSPEED_TAG)
     print(f"rayalign: resumed training from step {len(history)}", flush=True)
-    return history, None
+    return history, None, state.get("extra", {})
 
 
 def _save_hf(engine, tokenizer, out: Path, rank: int, zero_stage: int) -> None:

@@ -21,7 +21,7 @@ from rayalign.config import PPOConfig
 from rayalign.logprobs import pad_batch, token_logprobs
 from rayalign.losses.ppo import (AdaptiveKLController, gae, kl_penalized_rewards, masked_whiten, ppo_policy_loss,
                                  ppo_value_loss)
-from rayalign.training.loop import deepspeed_engine, report_final, setup_worker
+from rayalign.training.loop import deepspeed_engine, report_final, report_resumable, resume, setup_worker
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
@@ -97,8 +97,17 @@ def train_loop(loop_config: dict) -> None:
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     log = _live_logger(loop_config.get("tracking"))
     training_prompts = list(ray.train.get_dataset_shard("train").iter_rows())
-    rng, history = random.Random(cfg.seed), []
-    for step in range(cfg.steps):
+    rng = random.Random(cfg.seed)
+    engines = {"policy": policy, "critic": critic}
+    history, final, saved = resume(engines)
+    if final is not None:  # the run had finished; only its final report was lost
+        ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
+        return
+    if history:  # resumed: the KL coefficient, the mini-batch shuffles and vLLM's weights as they were
+        kl_ctl.value = saved["kl_coef"]
+        rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
+        sampler.load_weights(policy.module.state_dict().items())
+    for step in range(len(history), cfg.steps):
         started = time.perf_counter()
         prompts = step_prompts(training_prompts, step, cfg.prompts_per_step, cfg.seed)
         sampler.stream = f"ppo.step{step}"  # each step draws from a stream of its own
@@ -156,6 +165,10 @@ def train_loop(loop_config: dict) -> None:
         kl_ctl.update(stats["kl"], n_steps=ids.shape[0])
         history.append({"step": step + 1, "epoch": 0, **stats})
         log(stats, step + 1)
+        if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
+            state = rng.getstate()
+            report_resumable(engines, history, rank,
+                             extra={"kl_coef": kl_ctl.value, "rng": [state[0], list(state[1]), state[2]]})
     critic.destroy()
     report_final(policy, tokenizer, history, rank, cfg.zero_stage)
     policy.destroy()
