@@ -128,3 +128,25 @@ def tiny_overrides(model: str, prompts: str) -> list[str]:
         # Two micro-batches per step and a warm-up: the e2e tests check both in the step history.
         "train.gradient_accumulation_steps=2", "train.warmup_steps=2", "train.learning_rate=1e-3", "train.resources.torch_threads=1", "evaluate.samples_per_prompt=2",
     ]
+
+
+def crash_after_first_checkpoint(loop_config: dict) -> None:
+    """A stage's worker loop (loop_config["loop"], "module:function"), made to die right after its
+    first checkpoint is reported, once (loop_config["crash_marker"] remembers it): a killed stage."""
+    import importlib
+
+    import ray.train
+
+    module, _, name = loop_config["loop"].partition(":")
+    train_loop = getattr(importlib.import_module(module), name)
+    marker = Path(loop_config["crash_marker"])
+    report = ray.train.report
+
+    def crashing_report(metrics, checkpoint=None, **kwargs):
+        report(metrics, checkpoint=checkpoint, **kwargs)
+        if checkpoint is not None and not marker.exists():
+            marker.touch()
+            raise RuntimeError("injected crash after the first checkpoint")
+
+    ray.train.report = crashing_report
+    train_loop(loop_config)

@@ -17,7 +17,7 @@ from rayalign.data.parquet import read_table
 from rayalign.pipeline.stages import PIPELINE
 from rayalign.pipeline.graph import plan
 from rayalign.pipeline.runner import run_pipeline
-from tests.conftest import tiny_overrides
+from tests.conftest import crash_after_first_checkpoint, tiny_overrides
 
 pytestmark = pytest.mark.e2e
 
@@ -147,7 +147,8 @@ def test_reward_model_resumes_after_a_kill_and_separates_toy_preferences(tmp_pat
         "reward_model.keep_checkpoints=2", "reward_model.resources.torch_threads=1"]).reward_model
     pairs, heldout = toy_preferences(40), toy_preferences(60).slice(40)
     data = ray.data.from_arrow(pairs)
-    loop_config = {"model_path": tiny_model, "crash_marker": str(tmp_path / "crashed")}
+    loop_config = {"model_path": tiny_model, "loop": "rayalign.training.reward_model:train_loop",
+                   "crash_marker": str(tmp_path / "crashed")}
     with pytest.raises(TrainingFailedError):
         fit(crash_after_first_checkpoint, loop_config, cfg, data, "resume-test", tmp_path, tmp_path / "a")
     saved = sorted((tmp_path / "ray_train" / "resume-test").glob("step_*/train_metrics.jsonl"))
@@ -164,21 +165,3 @@ def test_reward_model_resumes_after_a_kill_and_separates_toy_preferences(tmp_pat
     rejected = scorer.score(heldout["prompt"].to_pylist(), heldout["rejected"].to_pylist())
     assert sum(c > r for c, r in zip(chosen, rejected)) / len(chosen) >= 0.8
 
-
-def crash_after_first_checkpoint(loop_config: dict) -> None:
-    """The reward-model worker loop, made to die right after its first checkpoint is reported."""
-    import ray.train
-
-    from rayalign.training.reward_model import train_loop
-
-    marker = Path(loop_config["crash_marker"])
-    report = ray.train.report
-
-    def crashing_report(metrics, checkpoint=None, **kwargs):
-        report(metrics, checkpoint=checkpoint, **kwargs)
-        if checkpoint is not None and not marker.exists():
-            marker.touch()
-            raise RuntimeError("injected crash after the first checkpoint")
-
-    ray.train.report = crashing_report
-    train_loop(loop_config)

@@ -11,7 +11,7 @@ import pytest
 
 from rayalign.config import load_config
 from rayalign.pipeline.runner import run_pipeline
-from tests.conftest import tiny_overrides
+from tests.conftest import crash_after_first_checkpoint, tiny_overrides
 
 pytestmark = pytest.mark.e2e
 
@@ -53,26 +53,6 @@ def test_every_step_logs_its_metrics_live(ppo_run):
     assert [m.value for m in history] == pytest.approx([s["reward_mean"] for s in steps])
 
 
-def crash_after_first_checkpoint(loop_config: dict) -> None:
-    """The PPO worker loop, made to die right after its first checkpoint is reported."""
-    from pathlib import Path
-
-    import ray.train
-
-    from rayalign.training.ppo import train_loop
-
-    marker = Path(loop_config["crash_marker"])
-    report = ray.train.report
-
-    def crashing_report(metrics, checkpoint=None, **kwargs):
-        report(metrics, checkpoint=checkpoint, **kwargs)
-        if checkpoint is not None and not marker.exists():
-            marker.touch()
-            raise RuntimeError("injected crash after the first checkpoint")
-
-    ray.train.report = crashing_report
-    train_loop(loop_config)
-
 
 def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, prompts_file, ray_local):
     """Killed after step 1's checkpoint, rerun: step 1 is restored (not recomputed) and steps 2 and 3
@@ -92,7 +72,7 @@ def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, pr
                    "reward": "vader", "reward_model_path": None, "tracking": None,
                    "sampler": sampler_kwargs(tiny_model, cfg.sample, "float32", n=2, seed=0, stream="ppo",
                                              temperature=1.0, top_p=1.0),
-                   "crash_marker": str(tmp_path / "crashed")}
+                   "loop": "rayalign.training.ppo:train_loop", "crash_marker": str(tmp_path / "crashed")}
     with pytest.raises(TrainingFailedError):
         fit(crash_after_first_checkpoint, loop_config, cfg.ppo, ray.data.from_arrow(prompts), "ppo-resume", tmp_path,
             tmp_path / "a")
