@@ -61,6 +61,7 @@ def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, pr
     import ray
     from ray.train import TrainingFailedError
 
+    from rayalign.actors.rewards import VaderReward
     from rayalign.actors.sampler import sampler_kwargs
     from rayalign.training.trainer import fit
 
@@ -69,7 +70,7 @@ def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, pr
         "ppo.kl_horizon=10"])
     prompts = pa.table({"prompt_id": [f"p{i}" for i in range(4)], "prompt": [f"review {i}: the film" for i in range(4)]})
     loop_config = {"model_path": tiny_model, "reference_path": tiny_model, "critic_path": tiny_model,
-                   "reward": "vader", "reward_model_path": None, "tracking": None,
+                   "scorer": (VaderReward, {}), "tracking": None,
                    "sampler": sampler_kwargs(tiny_model, cfg.sample, "float32", n=2, seed=0, stream="ppo",
                                              temperature=1.0, top_p=1.0),
                    "loop": "rayalign.training.ppo:train_loop", "crash_marker": str(tmp_path / "crashed")}

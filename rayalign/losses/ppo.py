@@ -19,7 +19,8 @@ def _last_index(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of x over the entries where mask is 1 (0 for an empty mask)."""
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -57,8 +58,8 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     """(x − μ)/sqrt(σ² + 1e-8) with μ and the population variance σ² over masked entries; μ is added
     back when shift_mean is false."""
     mask = mask.to(x.dtype)
-    mean = _masked_mean(x, mask)
-    var = _masked_mean((x - mean) ** 2, mask)
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     return (out if shift_mean else out + mean) * mask
 
@@ -72,7 +73,7 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    return _masked_mean(torch.maximum(unclipped, clipped), mask), _masked_mean((clipped > unclipped).to(mask.dtype),
+    return masked_mean(torch.maximum(unclipped, clipped), mask), masked_mean((clipped > unclipped).to(mask.dtype),
                                                                                mask)
 
 
@@ -81,7 +82,7 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
     """0.5 × the masked token mean of max((V − R)², (V_old + clip(V − V_old, −c, c) − R)²)."""
     mask = mask.to(values.dtype)
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
-    return 0.5 * _masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
 
 
 class AdaptiveKLController:

@@ -131,7 +131,7 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
     tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
     model, batch_loss = build(tokenizer)
     engine = deepspeed_engine(model, cfg, world)
-    history, final = _resume(engine)
+    history, final, _ = resume({DEEPSPEED_DIR: engine})
     if final is not None:  # the run had finished; only its final report was lost
         ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
         engine.destroy()
@@ -155,7 +155,7 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
         # Only checkpoints are reported: ray.train.report waits for the controller's ~2 s poll,
         # which would dominate a GPU step. The step metrics travel in the checkpoints' history.
         if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
-            _report_resumable(engine, history, rank)
+            report_resumable({DEEPSPEED_DIR: engine}, history, rank)
     if not history:
         raise RuntimeError(f"no optimizer step: the training data has fewer rows than the {world} worker(s); "
                            "give the stage more data or lower resources.num_workers")
@@ -216,10 +216,6 @@ def read_history(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(folder) / METRICS_FILE).read_text().splitlines()]
 
 
-def _report_resumable(engine, history: list[dict], rank: int) -> None:
-    report_resumable({DEEPSPEED_DIR: engine}, history, rank)
-
-
 def report_resumable(engines: dict, history: list[dict], rank: int, extra: dict | None = None) -> None:
     """A resumable checkpoint of several engines (a folder each) and the loop's own state (`extra`,
     JSON): every rank saves its DeepSpeed shards; Ray Train merges them into one checkpoint directory."""
@@ -232,12 +228,6 @@ def report_resumable(engines: dict, history: list[dict], rank: int, extra: dict 
             _write_state(Path(tmp), history, final=False, extra=extra)
         ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"step_{len(history):06d}")
-
-
-def _resume(engine) -> tuple[list[dict], object]:
-    """(history so far, the final checkpoint if the run had finished) from Ray Train's latest checkpoint."""
-    history, final, _ = resume({DEEPSPEED_DIR: engine})
-    return history, final
 
 
 def resume(engines: dict) -> tuple[list[dict], object, dict]:

@@ -19,41 +19,22 @@ import torch
 
 from rayalign.config import PPOConfig
 from rayalign.logprobs import pad_batch, token_logprobs
-from rayalign.losses.ppo import (AdaptiveKLController, gae, kl_penalized_rewards, masked_whiten, ppo_policy_loss,
-                                 ppo_value_loss)
+from rayalign.losses.ppo import (AdaptiveKLController, gae, kl_penalized_rewards, masked_mean, masked_whiten,
+                                 ppo_policy_loss, ppo_value_loss)
 from rayalign.training.loop import deepspeed_engine, report_final, report_resumable, resume, setup_worker
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
-    return float((x * mask).sum() / mask.sum().clamp(min=1))
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 − Var(R − V)/Var(R) over masked tokens: how much of the returns the critic predicts."""
-    var = _masked_mean((returns - _masked_mean(returns, mask)) ** 2, mask)
+    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
     err = returns - values
-    return 1.0 - _masked_mean((err - _masked_mean(err, mask)) ** 2, mask) / max(var, 1e-12)
+    return float(1.0 - masked_mean((err - masked_mean(err, mask)) ** 2, mask) / var.clamp(min=1e-12))
 
 
 def step_prompts(prompts: list[dict], step: int, n: int, seed: int) -> list[dict]:
     """The prompts of PPO step `step`: a seeded shuffle of the training prompts, cycled n at a time."""
     order = random.Random(seed).sample(range(len(prompts)), len(prompts))
     return [prompts[order[(step * n + i) % len(prompts)]] for i in range(n)]
-
-
-class _Rewards:
-    """The score stage's reward, in process: VADER, or an HF sequence-classification reward model."""
-
-    def __init__(self, reward: str, model_path: str | None):
-        from rayalign.actors.rewards import RewardModelScorer, VaderReward
-
-        self.scorer = VaderReward() if reward == "vader" else RewardModelScorer(model_path)
-        self.reward = reward
-
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        if self.reward == "vader":
-            return self.scorer.score(responses)
-        return self.scorer.score(prompts, responses)
 
 
 def _live_logger(tracking: dict | None):
@@ -92,7 +73,8 @@ def train_loop(loop_config: dict) -> None:
     critic = deepspeed_engine(critic_model, cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
     reference = AutoModelForCausalLM.from_pretrained(loop_config["reference_path"], dtype=torch.float32).to(device)
     reference.eval().requires_grad_(False)
-    rewards_of = _Rewards(loop_config["reward"], loop_config.get("reward_model_path"))
+    scorer_class, scorer_kwargs = loop_config["scorer"]
+    scorer = scorer_class(**scorer_kwargs)  # the score stage's reward actor, called in process
     sampler = VLLMSampler(**loop_config["sampler"])
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     log = _live_logger(loop_config.get("tracking"))
@@ -113,8 +95,7 @@ def train_loop(loop_config: dict) -> None:
         sampler.stream = f"ppo.step{step}"  # each step draws from a stream of its own
         rollout = sampler(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts]))
         rollout_s = time.perf_counter() - started
-        scores = torch.tensor(rewards_of(rollout["prompt"].to_pylist(), rollout["response"].to_pylist()),
-                              dtype=torch.float32, device=device)
+        scores = torch.tensor(scorer(rollout)["reward"].to_pylist(), dtype=torch.float32, device=device)
         ids, attention, response = (t.to(device) for t in pad_batch(rollout["prompt_token_ids"].to_pylist(),
                                                                     rollout["response_token_ids"].to_pylist(), pad_id))
         mask = response[:, 1:].float()  # position j holds the log-prob of token j + 1
@@ -142,7 +123,7 @@ def train_loop(loop_config: dict) -> None:
                 critic.backward(value_loss, scale_wrt_gas=False)
                 critic.step()
                 with torch.no_grad():
-                    approx_kl = _masked_mean(0.5 * (logprobs - old_logprobs[rows]) ** 2, m)
+                    approx_kl = float(masked_mean(0.5 * (logprobs - old_logprobs[rows]) ** 2, m))
                 updates.append((policy_loss.item(), value_loss.item(), clipped.item(), approx_kl))
         train_s = time.perf_counter() - trained
         synced = time.perf_counter()

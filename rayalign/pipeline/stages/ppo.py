@@ -9,6 +9,7 @@ from pathlib import Path
 
 import ray
 
+from rayalign.actors.rewards import scorer_for
 from rayalign.actors.sampler import sampler_kwargs
 from rayalign.config import settings
 from rayalign.data.parquet import read_table
@@ -21,22 +22,16 @@ from rayalign.pipeline.stages import prompts, reference, reward_model
 from rayalign.training.trainer import fit, throughput
 
 
-def _reward_model(ctx: RunContext) -> str | None:
-    if ctx.cfg.score.reward != "reward_model":
-        return None
-    return ctx.cfg.score.reward_model_path or reward_model.trained(ctx)
-
-
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     from rayalign.training.ppo import train_loop
 
-    cfg, policy = ctx.cfg, ctx.latest_policy()
+    cfg, policy, scorer = ctx.cfg, ctx.latest_policy(), reward_model.scoring_model(ctx)
     train = split_prompts(read_table(ctx.path(prompts.STAGE)), "train")
     loop_config = {
         "model_path": policy, "reference_path": reference.reference_model(ctx),
         # The critic starts from the reward model when one scores, else from the policy.
-        "critic_path": _reward_model(ctx) or policy,
-        "reward": cfg.score.reward, "reward_model_path": _reward_model(ctx),
+        "critic_path": scorer or policy,
+        "scorer": scorer_for(cfg.score, scorer),  # the score stage's reward actor class and its kwargs
         "sampler": sampler_kwargs(policy, cfg.sample, cfg.model.dtype, n=cfg.ppo.responses_per_prompt,
                                   seed=cfg.ppo.seed, stream="ppo", temperature=cfg.sample.temperature,
                                   top_p=cfg.sample.top_p),
@@ -53,8 +48,8 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 def track(ctx: RunContext, folder: Path) -> None:
     # The step metrics reached the pipeline's run live; the nested run holds them with the lineage.
     consumed = {"policy": ctx.latest_policy(), "reference": reference.reference_model(ctx)}
-    if _reward_model(ctx):
-        consumed["reward_model"] = _reward_model(ctx)
+    if reward_model.scoring_model(ctx):
+        consumed["reward_model"] = reward_model.scoring_model(ctx)
     ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
     training_run(ctx, folder, ctx.cfg.ppo.model_dump(mode="json"), consumed, ctx.path(prompts.STAGE), "prompts")
 

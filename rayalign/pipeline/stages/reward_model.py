@@ -34,6 +34,14 @@ def trained(ctx: RunContext) -> str:
     return str(ctx.path(STAGE) / "model")
 
 
+def scoring_model(ctx: RunContext) -> str | None:
+    """The reward model that scores responses (score.reward: reward_model): score.reward_model_path
+    or the one this stage trains; None for a rule reward."""
+    if ctx.cfg.score.reward != "reward_model":
+        return None
+    return ctx.cfg.score.reward_model_path or trained(ctx)
+
+
 def backbone(ctx: RunContext) -> str:
     """The reward model's starting checkpoint: reward_model.base_model or the (SFT) policy."""
     base = ctx.cfg.reward_model.base_model

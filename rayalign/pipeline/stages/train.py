@@ -34,8 +34,8 @@ def track(ctx: RunContext, folder: Path) -> None:
     log_history(ctx, folder)
     ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
     consumed = {"policy": ctx.latest_policy()}
-    if ctx.cfg.score.reward == "reward_model":
-        consumed["reward_model"] = ctx.cfg.score.reward_model_path or reward_model.trained(ctx)
+    if reward_model.scoring_model(ctx):
+        consumed["reward_model"] = reward_model.scoring_model(ctx)
     training_run(ctx, folder, ctx.cfg.train.model_dump(mode="json"), consumed, ctx.path(select.STAGE), "pairs")
 
 
