@@ -1,6 +1,10 @@
 """Record a finished run's measurements with the machine and versions that produced them.
 
-    python benchmarks/record_run.py RUN_DIR "COMMAND THAT PRODUCED IT" [--wall-seconds S] > result.json
+    python benchmarks/record_run.py RUN_DIR "COMMAND THAT PRODUCED IT" [--wall-seconds S]
+        [--memory MEM.json] > result.json
+
+--memory takes benchmarks/peak_memory.py's output for the same run: its wall time and peaks are
+recorded (the sampled series stays in MEM.json).
 """
 
 from __future__ import annotations
@@ -44,12 +48,17 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("command")
     parser.add_argument("--wall-seconds", type=float)
+    parser.add_argument("--memory", help="benchmarks/peak_memory.py's JSON for this run")
     args = parser.parse_args()
+    memory = None
+    if args.memory:
+        memory = {k: v for k, v in json.loads(Path(args.memory).read_text()).items() if not k.startswith("series")}
+        args.wall_seconds = args.wall_seconds or memory["wall_seconds"]
     run_dir = Path(args.run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     stages = {p.parent.name: json.loads(p.read_text())["metrics"] for p in sorted(run_dir.glob("*/_manifest.json"))}
     print(json.dumps({"command": args.command, "wall_seconds": args.wall_seconds, "machine": machine(),
-                      "versions": versions(), "summary": summary, "stages": stages}, indent=2))
+                      "versions": versions(), "memory": memory, "summary": summary, "stages": stages}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,18 @@ def pad_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
     return input_ids, attention_mask, response_mask
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_entropy: bool = False):
     """log π(x_{j+1} | x_≤j) at every position j, shape [B, L − 1]; differentiable. Position j holds
-    the log-prob of token j + 1, so a response's tokens sit where response_mask[:, 1:] is true."""
+    the log-prob of token j + 1, so a response's tokens sit where response_mask[:, 1:] is true.
+    With `with_entropy`, also the entropy of π(· | x_≤j) at every position (not differentiated)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    targets = input_ids[:, 1:]
-    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    log_z = torch.logsumexp(logits, -1)
+    logprobs = torch.gather(logits, -1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1) - log_z
+    if not with_entropy:
+        return logprobs
+    with torch.no_grad():
+        entropy = log_z - (logits.softmax(-1) * logits).sum(-1)  # H = log Z − E_π[logit]
+    return logprobs, entropy
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -42,3 +42,24 @@ def selection_histograms(pairs_per_prompt: list[int], reward_gaps: list[float], 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def reward_vs_kl(history: list[dict], path: Path) -> Path:
+    """PPO's frontier: each step's mean reward against its KL to the reference, coloured by step,
+    with the reward curve per step beside it, as PNG at `path`."""
+    steps = [h["step"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    points = left.scatter([h["kl"] for h in history], [h["reward_mean"] for h in history], c=steps, cmap="viridis")
+    left.plot([h["kl"] for h in history], [h["reward_mean"] for h in history], color="grey", alpha=0.4)
+    left.set_xlabel("KL to the reference (nats per sequence)")
+    left.set_ylabel("rollout reward (mean)")
+    fig.colorbar(points, ax=left, label="PPO step")
+    right.plot(steps, [h["reward_mean"] for h in history], label="reward")
+    right.plot(steps, [h["kl"] for h in history], label="KL")
+    right.set_xlabel("PPO step")
+    right.legend()
+    fig.suptitle("PPO: reward against KL")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

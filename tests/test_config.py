@@ -111,3 +111,9 @@ def test_tracking_follows_mlflow_environment_variables_after_the_command_line_an
     configured = load_config("default", ["tracking.uri=http://cfg:5000", "tracking.experiment=from-cfg"])
     assert tracking_target(configured, tmp_path) == ("http://cfg:5000", "from-cfg")
     assert tracking_target(configured, tmp_path, "http://cli:5000")[0] == "http://cli:5000"
+
+
+def test_ppo_prompts_must_split_evenly_over_workers():
+    with pytest.raises(ConfigError, match="ppo.prompts_per_step=6 does not split evenly"):
+        load_config("ppo", ["ppo.prompts_per_step=6", "ppo.resources.num_workers=4"])
+    assert load_config("ppo", ["ppo.prompts_per_step=8", "ppo.resources.num_workers=4"]).ppo.enabled

@@ -22,8 +22,11 @@ PPO = ["name=tiny_ppo", "ppo.enabled=true", "ppo.steps=2", "ppo.prompts_per_step
 
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory, tiny_model, prompts_file, ray_local):
+    """Two workers under ZeRO-3: each samples with its own vLLM engine, the rollout is whitened and
+    the gradients averaged over both, and the sync gathers the sharded weights."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny_ppo"
-    cfg = load_config("default", tiny_overrides(tiny_model, prompts_file) + PPO)
+    cfg = load_config("default", tiny_overrides(tiny_model, prompts_file) + PPO + [
+        "ppo.resources.num_workers=2", "ppo.zero_stage=3"])
     summary = run_pipeline(cfg, run_dir, log=lambda _: None)
     return cfg, run_dir, summary
 
@@ -45,13 +48,15 @@ def test_every_step_logs_its_metrics_live(ppo_run):
     for s in steps:
         assert all(math.isfinite(v) for v in s.values())
         assert s["weight_sync_s"] > 0 and 0 <= s["clip_fraction"] <= 1 and s["kl_coef"] == cfg.ppo.kl_coef
+        assert s["rollouts"] == 4 * 2  # both workers' responses: 2 prompts × 2 each
+        assert 0 < s["entropy"] < math.log(384)  # at most uniform over the tiny vocabulary (≤ 384)
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-3)  # the policy starts as the reference
     assert steps[1]["kl"] > steps[0]["kl"]  # step 2 samples with the weights step 1 trained
     client = mlflow.MlflowClient(summary["tracking_uri"])
     history = client.get_metric_history(summary["mlflow_run_id"], "ppo/reward_mean")
     assert [m.step for m in history] == [1, 2]
     assert [m.value for m in history] == pytest.approx([s["reward_mean"] for s in steps])
-
+    assert "ppo/reward_vs_kl.png" in [a.path for a in client.list_artifacts(summary["mlflow_run_id"], "ppo")]
 
 
 def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, prompts_file, ray_local):

@@ -83,3 +83,45 @@ def test_adaptive_kl_controller():
     assert fixed.update(100.0, n_steps=5) == 0.05
     with pytest.raises(ValueError, match="target"):
         AdaptiveKLController(0.1, target=0.0)
+
+
+def test_token_entropy_of_known_distributions():
+    """Position 0: logits (ln 1, ln 3) → p = (1/4, 3/4), H = ¼·ln 4 + ¾·ln(4/3) = 0.34657 + 0.21576.
+    Position 1: equal logits → H = ln 2. The log-prob of the next token (1, then 0) comes with it."""
+    from types import SimpleNamespace
+
+    from rayalign.logprobs import token_logprobs
+
+    logits = torch.tensor([[[0.0, math.log(3)], [5.0, 5.0], [0.0, 0.0]]])
+    model = lambda input_ids, attention_mask: SimpleNamespace(logits=logits)  # noqa: E731
+    logprobs, entropy = token_logprobs(model, torch.tensor([[0, 1, 0]]), torch.ones(1, 3), with_entropy=True)
+    torch.testing.assert_close(entropy, torch.tensor([[0.25 * math.log(4) + 0.75 * math.log(4 / 3), math.log(2)]]))
+    torch.testing.assert_close(logprobs, torch.tensor([[math.log(0.75), math.log(0.5)]]))
+
+
+def test_whitening_over_workers_equals_whitening_the_whole_rollout():
+    """Two workers, each with half of the rollout, whiten with an all_reduce that sums across them:
+    each gets its rows of the whole batch's whitening (μ = 2.5, σ² = 1.25 over x = 1, 2, 3, 4)."""
+    import threading
+
+    halves = [(t([1.0, 9.0], [2.0, 0.0]), t([1, 0], [1, 0])), (t([3.0, 4.0]), t([1, 1]))]
+    barrier, deposits = threading.Barrier(2), {}
+    results = [None, None]
+
+    def worker(rank: int) -> None:
+        def all_reduce(x: torch.Tensor) -> torch.Tensor:
+            deposits[rank] = x
+            barrier.wait()
+            total = deposits[0] + deposits[1]
+            barrier.wait()  # both have read before the next call overwrites
+            return total
+        results[rank] = masked_whiten(*halves[rank], all_reduce=all_reduce)
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    s = math.sqrt(1.25 + 1e-8)
+    close(results[0], [[-1.5 / s, 0.0], [-0.5 / s, 0.0]])
+    close(results[1], [[0.5 / s, 1.5 / s]])

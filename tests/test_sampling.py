@@ -55,9 +55,11 @@ def test_the_sampler_prompts_with_the_token_ids_training_uses(bos_model):
     assert out["prompt_token_ids"].to_pylist() == [expected, expected]
 
 
-def test_weights_loaded_in_memory_are_the_ones_vllm_samples_with(tiny_model):
-    """PPO's weight sync on the CPU backend: after load_weights, vLLM's log-probs of a fixed sequence
-    are the trainer's (fp32: within 1e-3 nats per token) and no longer the old weights'."""
+@pytest.mark.parametrize("mode", ["memory", "checkpoint"])
+def test_synced_weights_are_the_ones_vllm_samples_with(tiny_model, tmp_path, mode):
+    """PPO's weight sync on the CPU backend, in memory and through a checkpoint: after it, vLLM's
+    log-probs of a fixed sequence are the trainer's (fp32: within 1e-3 nats per token) and no longer
+    the old weights'."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import SamplingParams
@@ -65,6 +67,7 @@ def test_weights_loaded_in_memory_are_the_ones_vllm_samples_with(tiny_model):
     from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
     from rayalign.config import SampleConfig
     from rayalign.logprobs import sequence_logprobs
+    from rayalign.training.ppo import sync_weights
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     ids = tokenizer("the film was great but the plot was dull and the ending sad", add_special_tokens=False)["input_ids"]
@@ -90,7 +93,7 @@ def test_weights_loaded_in_memory_are_the_ones_vllm_samples_with(tiny_model):
         with torch.no_grad():  # a training step's worth of change, and more
             for p in policy.parameters():
                 p.add_(torch.randn_like(p) * 0.05)
-        sampler.load_weights(policy.state_dict().items())
+        sync_weights(sampler, policy.state_dict(), mode, tmp_path)
         after = vllm_logprobs()
     finally:
         sampler = None  # the engine's memory goes back before the next test

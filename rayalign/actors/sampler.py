@@ -57,6 +57,12 @@ class VLLMSampler:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights)})
         self.llm.reset_prefix_cache()
 
+    def load_checkpoint(self, path: str) -> None:
+        """Replace the engine's weights with those of an HF checkpoint directory (PPO's fallback
+        where in-memory loading cannot work), through the same in-place reload as load_weights."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path)})
+        self.llm.reset_prefix_cache()
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         pids, prompts = batch.column("prompt_id").to_pylist(), batch.column("prompt").to_pylist()
         params = [self._params(n=self.n, temperature=self.temperature, top_p=self.top_p,

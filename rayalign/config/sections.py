@@ -291,6 +291,19 @@ class PPOConfig(TrainerConfig):
     clip: float = Field(0.2, gt=0, description="Policy ratio clip c: ρ is clipped to [1 − c, 1 + c].")
     value_clip: float = Field(0.2, gt=0, description="Value clip: V − V_old is clipped to [−c, c].")
     critic_learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the critic.")
+    weight_sync: Literal["memory", "checkpoint"] = Field(
+        "memory", description="How each step's weights reach vLLM: 'memory' hands the tensors to the engine's "
+        "in-place reload; 'checkpoint' writes them as safetensors to a local scratch directory and reloads from "
+        "it (the fallback where in-memory loading cannot work; its cost is the weight_sync_s metric)."
+    )
+
+    @model_validator(mode="after")
+    def _prompts_split_evenly(self) -> PPOConfig:
+        # Every worker must run the same number of updates, or DeepSpeed's gradient all-reduce hangs.
+        if self.prompts_per_step % self.resources.num_workers:
+            raise ValueError(f"ppo.prompts_per_step={self.prompts_per_step} does not split evenly over "
+                             f"ppo.resources.num_workers={self.resources.num_workers}; make it a multiple")
+        return self
 
 
 class EvaluateConfig(Section):
@@ -357,13 +370,6 @@ class RunConfig(Section):
         """Whether the reference model (model.reference, default: the policy that samples, i.e. the SFT
         model when sft runs) is the model that samples."""
         return self.model.reference is None or (self.model.reference == self.model.policy and not self.sft.enabled)
-
-    @model_validator(mode="after")
-    def _ppo_syncs_whole_weights(self) -> RunConfig:
-        if self.ppo.enabled and self.ppo.zero_stage == 3:
-            raise ValueError("ppo.zero_stage=3 is not supported yet: the weight sync into vLLM reads whole "
-                             "parameters; use ppo.zero_stage 0, 1 or 2")
-        return self
 
     @model_validator(mode="after")
     def _reuse_needs_plain_sampling(self) -> RunConfig:

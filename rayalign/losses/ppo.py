@@ -9,8 +9,11 @@ after them); every function returns 0 where the mask is 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+
+AllReduce = Callable[[torch.Tensor], torch.Tensor]  # a tensor in, its sum over every worker out
 
 
 def _last_index(mask: torch.Tensor) -> torch.Tensor:
@@ -19,9 +22,13 @@ def _last_index(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mean of x over the entries where mask is 1 (0 for an empty mask)."""
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, all_reduce: AllReduce | None = None) -> torch.Tensor:
+    """The mean of x over the entries where mask is 1 (0 for an empty mask). With `all_reduce` (a sum
+    over workers), the mean over every worker's masked entries."""
+    totals = torch.stack([(x * mask).sum(), mask.sum().to(x.dtype)])
+    if all_reduce is not None:
+        totals = all_reduce(totals)
+    return totals[0] / totals[1].clamp(min=1)
 
 
 def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
@@ -54,12 +61,13 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+                  all_reduce: AllReduce | None = None) -> torch.Tensor:
     """(x − μ)/sqrt(σ² + 1e-8) with μ and the population variance σ² over masked entries; μ is added
-    back when shift_mean is false."""
+    back when shift_mean is false. With `all_reduce`, μ and σ² are over every worker's rollout."""
     mask = mask.to(x.dtype)
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    mean = masked_mean(x, mask, all_reduce)
+    var = masked_mean((x - mean) ** 2, mask, all_reduce)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     return (out if shift_mean else out + mean) * mask
 

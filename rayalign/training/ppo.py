@@ -1,34 +1,101 @@
 """The PPO worker loop (InstructGPT-style, rayalign.losses.ppo for the maths), run by Ray Train.
 
-One worker holds the policy and the critic (DeepSpeed engines), the frozen reference model, the
-reward scorer and an in-process vLLM engine. Each step: the engine samples responses for the
-step's prompts from its own random stream; the policy, reference and critic score them in one
+Each worker holds the policy and the critic (DeepSpeed engines, ZeRO 0-3), the frozen reference
+model, the reward scorer and an in-process vLLM engine. Each step: every worker's engine samples
+responses for its share of the step's prompts from the step's own random stream; the policy, reference and critic score them in one
 forward pass each (old log-probs come from the trainer, not from vLLM); rewards are the score at
 the last response token minus the per-token KL penalty; GAE advantages are whitened over the
-rollout; ppo_epochs of clipped updates run over shuffled mini-batches; the new weights go into
-the vLLM engine in memory. Step metrics go live to the pipeline's MLflow run.
+whole rollout; ppo_epochs of clipped updates run over shuffled mini-batches (DeepSpeed averages
+the gradients over the workers); the new weights go into every worker's vLLM engine (gathered a
+bucket at a time under ZeRO-3). Step metrics go live to the pipeline's MLflow run.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import torch
 
 from rayalign.config import PPOConfig
 from rayalign.logprobs import pad_batch, token_logprobs
-from rayalign.losses.ppo import (AdaptiveKLController, gae, kl_penalized_rewards, masked_mean, masked_whiten,
+from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean, masked_whiten,
                                  ppo_policy_loss, ppo_value_loss)
 from rayalign.training.loop import deepspeed_engine, report_final, report_resumable, resume, setup_worker
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 − Var(R − V)/Var(R) over masked tokens: how much of the returns the critic predicts."""
-    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                       all_reduce: AllReduce | None = None) -> float:
+    """1 − Var(R − V)/Var(R) over masked tokens (of every worker, with `all_reduce`): how much of the
+    returns the critic predicts."""
+    var = masked_mean((returns - masked_mean(returns, mask, all_reduce)) ** 2, mask, all_reduce)
     err = returns - values
-    return float(1.0 - masked_mean((err - masked_mean(err, mask)) ** 2, mask) / var.clamp(min=1e-12))
+    unexplained = masked_mean((err - masked_mean(err, mask, all_reduce)) ** 2, mask, all_reduce)
+    return float(1.0 - unexplained / var.clamp(min=1e-12))
+
+
+def full_state_dict(module: torch.nn.Module, zero_stage: int, bucket_bytes: int = 256 * 2**20) -> dict:
+    """The module's whole state dict, tied names included. Under ZeRO-3 each worker holds a shard of
+    every parameter: they are gathered (a collective, every worker calls this) a bucket of about
+    `bucket_bytes` at a time, so the gather never holds more than one bucket beyond the copy."""
+    state = module.state_dict(keep_vars=True)
+    if zero_stage != 3:
+        return {name: tensor.detach() for name, tensor in state.items()}
+    import deepspeed
+
+    names: dict[int, tuple[torch.Tensor, list[str]]] = {}  # tied parameters: one tensor, several names
+    for name, tensor in state.items():
+        names.setdefault(id(tensor), (tensor, []))[1].append(name)
+    out, bucket, size = {}, [], 0
+    entries = list(names.values())
+    for i, (tensor, tensor_names) in enumerate(entries):
+        bucket.append((tensor, tensor_names))
+        size += getattr(tensor, "ds_numel", tensor.numel()) * tensor.element_size()
+        if size >= bucket_bytes or i == len(entries) - 1:
+            params = [t for t, _ in bucket if hasattr(t, "ds_id")]
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                for t, tied in bucket:
+                    copy = t.detach().clone()
+                    out.update({n: copy for n in tied})
+            bucket, size = [], 0
+    return out
+
+
+def _sum_over_workers(x: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    torch.distributed.all_reduce(x)
+    return x
+
+
+def _gathered(values: list[float], world: int) -> list[float]:
+    """Every worker's `values`, concatenated in rank order."""
+    if world == 1:
+        return values
+    parts = [None] * world
+    torch.distributed.all_gather_object(parts, values)
+    return [v for part in parts for v in part]
+
+
+def sync_weights(sampler, weights: dict[str, torch.Tensor], mode: str, scratch: Path) -> None:
+    """Put a policy's state dict into the vLLM engine: in memory, or (mode 'checkpoint') through a
+    safetensors file in `scratch`. Tied tensors are written as copies: vLLM's reload keeps lm_head
+    apart from the embedding and needs both."""
+    if mode == "memory":
+        sampler.load_weights(weights.items())
+        return
+    from safetensors.torch import save_file
+
+    tensors, seen = {}, set()
+    for name, tensor in weights.items():
+        tensor = tensor.detach().contiguous()
+        tensors[name] = tensor.clone() if tensor.data_ptr() in seen else tensor
+        seen.add(tensor.data_ptr())
+    save_file(tensors, str(scratch / "model.safetensors"))
+    sampler.load_checkpoint(str(scratch))
 
 
 def step_prompts(prompts: list[dict], step: int, n: int, seed: int) -> list[dict]:
@@ -62,8 +129,7 @@ def train_loop(loop_config: dict) -> None:
 
     cfg = PPOConfig.model_validate(loop_config["trainer"])
     rank, world, device = setup_worker(loop_config, cfg)
-    if world != 1:
-        raise RuntimeError("the ppo stage runs on one worker for now; set ppo.resources.num_workers=1")
+    all_reduce = _sum_over_workers if world > 1 else None
     tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     policy = deepspeed_engine(AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=torch.float32),
@@ -77,9 +143,10 @@ def train_loop(loop_config: dict) -> None:
     scorer = scorer_class(**scorer_kwargs)  # the score stage's reward actor, called in process
     sampler = VLLMSampler(**loop_config["sampler"])
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-    log = _live_logger(loop_config.get("tracking"))
+    log = _live_logger(loop_config.get("tracking") if rank == 0 else None)
     training_prompts = list(ray.train.get_dataset_shard("train").iter_rows())
     rng = random.Random(cfg.seed)
+    scratch = Path(tempfile.mkdtemp(prefix="rayalign-ppo-sync-"))  # weight_sync=checkpoint writes here
     engines = {"policy": policy, "critic": critic}
     history, final, saved = resume(engines)
     if final is not None:  # the run had finished; only its final report was lost
@@ -88,10 +155,11 @@ def train_loop(loop_config: dict) -> None:
     if history:  # resumed: the KL coefficient, the mini-batch shuffles and vLLM's weights as they were
         kl_ctl.value = saved["kl_coef"]
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
-        sampler.load_weights(policy.module.state_dict().items())
+        sync_weights(sampler, full_state_dict(policy.module, cfg.zero_stage), cfg.weight_sync, scratch)
     for step in range(len(history), cfg.steps):
         started = time.perf_counter()
-        prompts = step_prompts(training_prompts, step, cfg.prompts_per_step, cfg.seed)
+        # Every worker samples and trains on its share of the step's prompts.
+        prompts = step_prompts(training_prompts, step, cfg.prompts_per_step, cfg.seed)[rank::world]
         sampler.stream = f"ppo.step{step}"  # each step draws from a stream of its own
         rollout = sampler(pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]} for p in prompts]))
         rollout_s = time.perf_counter() - started
@@ -100,13 +168,14 @@ def train_loop(loop_config: dict) -> None:
                                                                     rollout["response_token_ids"].to_pylist(), pad_id))
         mask = response[:, 1:].float()  # position j holds the log-prob of token j + 1
         with torch.no_grad():
-            old_logprobs = token_logprobs(policy, ids, attention) * mask
+            old_logprobs, entropy = token_logprobs(policy, ids, attention, with_entropy=True)
+            old_logprobs = old_logprobs * mask
             ref_logprobs = token_logprobs(reference, ids, attention) * mask
             old_values = critic(input_ids=ids, attention_mask=attention).logits[:, :-1, 0].float() * mask
             kl = ((old_logprobs - ref_logprobs) * mask).sum(-1)
             rewards = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, kl_ctl.value)
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            advantages = masked_whiten(advantages, mask)
+            advantages = masked_whiten(advantages, mask, all_reduce=all_reduce)  # over the whole rollout
         trained = time.perf_counter()
         updates = []
         for _ in range(cfg.ppo_epochs):
@@ -124,32 +193,38 @@ def train_loop(loop_config: dict) -> None:
                 critic.step()
                 with torch.no_grad():
                     approx_kl = float(masked_mean(0.5 * (logprobs - old_logprobs[rows]) ** 2, m))
-                updates.append((policy_loss.item(), value_loss.item(), clipped.item(), approx_kl))
+                updates.append([policy_loss.item(), value_loss.item(), clipped.item(), approx_kl])
         train_s = time.perf_counter() - trained
         synced = time.perf_counter()
-        sampler.load_weights(policy.module.state_dict().items())
+        sync_weights(sampler, full_state_dict(policy.module, cfg.zero_stage), cfg.weight_sync, scratch)
         sync_s = time.perf_counter() - synced
-        tokens = float(mask.sum())
+        # Step statistics over every worker's rollout; times are rank 0's.
+        all_scores = torch.tensor(_gathered(scores.tolist(), world))
+        lengths = _gathered(mask.sum(-1).tolist(), world)
+        losses = torch.tensor(updates).mean(0)
+        if all_reduce is not None:
+            losses = all_reduce(losses) / world
+        tokens = sum(lengths)
         stats = {
-            "reward_mean": float(scores.mean()), "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
-            "kl": float(kl.mean()), "kl_coef": kl_ctl.value,
-            "policy_loss": sum(u[0] for u in updates) / len(updates),
-            "value_loss": sum(u[1] for u in updates) / len(updates),
-            "clip_fraction": sum(u[2] for u in updates) / len(updates),
-            "approx_kl": sum(u[3] for u in updates) / len(updates),
-            "explained_variance": explained_variance(old_values, returns, mask),
-            "response_length": tokens / ids.shape[0], "rollout_tokens_per_s": tokens / max(rollout_s, 1e-9),
+            "reward_mean": float(all_scores.mean()),
+            "reward_std": float(all_scores.std()) if len(all_scores) > 1 else 0.0,
+            "kl": float(torch.tensor(_gathered(kl.tolist(), world)).mean()), "kl_coef": kl_ctl.value,
+            **dict(zip(("policy_loss", "value_loss", "clip_fraction", "approx_kl"), losses.tolist())),
+            "entropy": float(masked_mean(entropy, mask, all_reduce)),
+            "explained_variance": explained_variance(old_values, returns, mask, all_reduce),
+            "rollouts": len(lengths), "response_length": tokens / len(lengths), "rollout_tokens_per_s": tokens / max(rollout_s, 1e-9),
             "train_tokens_per_s": tokens * cfg.ppo_epochs / max(train_s, 1e-9), "weight_sync_s": sync_s,
             "learning_rate": float(policy.get_lr()[0]), "tokens": tokens,
             "tokens_per_s": tokens / max(time.perf_counter() - started, 1e-9),
         }
-        kl_ctl.update(stats["kl"], n_steps=ids.shape[0])
+        kl_ctl.update(stats["kl"], n_steps=len(lengths))
         history.append({"step": step + 1, "epoch": 0, **stats})
         log(stats, step + 1)
         if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
             state = rng.getstate()
             report_resumable(engines, history, rank,
                              extra={"kl_coef": kl_ctl.value, "rng": [state[0], list(state[1]), state[2]]})
+    shutil.rmtree(scratch, ignore_errors=True)
     critic.destroy()
     report_final(policy, tokenizer, history, rank, cfg.zero_stage)
     policy.destroy()

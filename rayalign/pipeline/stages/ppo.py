@@ -19,7 +19,10 @@ from rayalign.pipeline.resources import train_bundles
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stage_tools import training_run
 from rayalign.pipeline.stages import prompts, reference, reward_model
+from rayalign.plots import reward_vs_kl
 from rayalign.training.trainer import fit, throughput
+
+PLOT = "reward_vs_kl.png"
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
@@ -40,6 +43,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     history = fit(train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), ctx.train_name(), ctx.run_dir, out)
     seconds, last = time.perf_counter() - start, history[-1]
+    reward_vs_kl(history, out / PLOT)
     return {"rows": train.num_rows, "seconds": seconds, "final_reward_mean": last["reward_mean"],
             "final_kl": last["kl"], "weight_sync_s": sum(h["weight_sync_s"] for h in history) / len(history),
             **throughput(history, seconds)}
@@ -52,6 +56,7 @@ def track(ctx: RunContext, folder: Path) -> None:
         consumed["reward_model"] = reward_model.scoring_model(ctx)
     ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
     training_run(ctx, folder, ctx.cfg.ppo.model_dump(mode="json"), consumed, ctx.path(prompts.STAGE), "prompts")
+    ctx.tracker.log_artifact(folder / PLOT, "ppo")
 
 
 STAGE = Stage(

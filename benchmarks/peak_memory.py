@@ -1,0 +1,81 @@
+"""Run a command and measure the memory of its whole process tree (the driver, the local Ray
+cluster it starts, every Ray worker, vLLM's engine processes) by sampling it.
+
+    python benchmarks/peak_memory.py --out mem.json [--interval 1] -- rayalign run ppo
+
+RSS counts a page shared by several processes (the Ray object store, forked workers, mmapped
+weights) once per process; PSS splits it among them, so the PSS sum is the tree's real footprint.
+The JSON holds the wall seconds, the exit code, the peaks of both sums, the largest processes at
+the PSS peak, and the sampled series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+
+
+def tree(root: psutil.Process) -> list[psutil.Process]:
+    """`root` and every live descendant."""
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def sample(processes: list[psutil.Process]) -> tuple[int, int, list[tuple[int, str]]]:
+    """(RSS sum, PSS sum, [(PSS, name)] per process) in bytes; processes that ended are skipped."""
+    rss = pss = 0
+    each = []
+    for p in processes:
+        try:
+            info = p.memory_full_info()
+            name = " ".join(p.cmdline()[:2])[-80:] or p.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        rss, pss = rss + info.rss, pss + info.pss
+        each.append((info.pss, name))
+    return rss, pss, each
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command to measure after --")
+    started = time.time()
+    child = subprocess.Popen(command)
+    root = psutil.Process(child.pid)
+    series, peak_rss, peak_pss, top = [], 0, 0, []
+    while child.poll() is None:
+        rss, pss, each = sample(tree(root))
+        series.append([round(time.time() - started, 1), rss, pss])
+        peak_rss = max(peak_rss, rss)
+        if pss > peak_pss:
+            peak_pss, top = pss, sorted(each, reverse=True)[:8]
+        time.sleep(args.interval)
+    gib = 2**30
+    result = {
+        "command": " ".join(command), "exit_code": child.returncode, "wall_seconds": round(time.time() - started, 1),
+        "interval_s": args.interval, "peak_pss_gib": round(peak_pss / gib, 3), "peak_rss_gib": round(peak_rss / gib, 3),
+        "largest_at_peak": [{"pss_gib": round(p / gib, 3), "process": n} for p, n in top],
+        "series_s_rss_pss_bytes": series,
+    }
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    print(f"peak PSS {result['peak_pss_gib']} GiB, peak RSS {result['peak_rss_gib']} GiB, "
+          f"{result['wall_seconds']} s, exit {child.returncode}", file=sys.stderr)
+    return child.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
