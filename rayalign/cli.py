@@ -1,4 +1,4 @@
-"""rayalign's command line: `rayalign run | submit | jobs | presets`."""
+"""rayalign's command line: `rayalign run | submit | jobs | presets | config | show | runs`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rayalign.config import ConfigError, load_config, preset_names
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rayalign.pipeline.runner import run_pipeline
+    from rayalign.api import run
     from rayalign.pipeline.summary import format_summary
 
     overrides = list(args.overrides)
@@ -19,8 +19,29 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
     print(f"rayalign: run directory {run_dir.resolve()}", flush=True)
-    summary = run_pipeline(cfg, run_dir, tracking_uri=args.tracking_uri)
+    summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri)
     print(format_summary(summary), flush=True)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from rayalign.config.documented import documented_yaml
+
+    print(documented_yaml(load_config(args.config, list(args.overrides))))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rayalign.run_dirs import show
+
+    print(show(Path(args.run_dir)))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from rayalign.run_dirs import list_runs
+
+    print(list_runs(Path(args.root)))
     return 0
 
 
@@ -88,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     job_cmd.set_defaults(func=_jobs)
     presets = sub.add_parser("presets", help="list the packaged presets")
     presets.set_defaults(func=_presets)
+    config = sub.add_parser("config", help="print the resolved config, each option with its documentation")
+    config.add_argument("config", nargs="?", default=None, help="preset name or YAML file (default: 'default')")
+    config.add_argument("overrides", nargs="*", help="dotted overrides, as for `run`")
+    config.set_defaults(func=_config)
+    show = sub.add_parser("show", help="a run directory's summary and where its outputs are")
+    show.add_argument("run_dir")
+    show.set_defaults(func=_show)
+    runs = sub.add_parser("runs", help="the runs under a directory, with status and headline metrics")
+    runs.add_argument("root", nargs="?", default="runs", help="directory holding run directories (default: runs)")
+    runs.set_defaults(func=_runs)
     return parser
 
 
@@ -100,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from rayalign.data.prompts import PromptDataError
     from rayalign.models import ModelNotFoundError
 
-    known = (ConfigError, PromptDataError, ModelNotFoundError)
+    known = (ConfigError, PromptDataError, ModelNotFoundError, FileNotFoundError)
     try:
         return args.func(args)
     except known as exc:

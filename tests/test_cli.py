@@ -49,3 +49,21 @@ def test_check_reachable_fails_fast(address):
 
     with pytest.raises(RayConnectError):
         check_reachable(address, timeout_s=2)
+
+
+def test_show_and_runs_on_what_is_not_a_run(capsys, tmp_path):
+    code, err = run_cli(capsys, "show", str(tmp_path))
+    assert code == 2 and "not a rayalign run directory (no config.yaml)" in err and "Traceback" not in err
+    assert main(["runs", str(tmp_path)]) == 0 and "no runs under" in capsys.readouterr().out
+
+
+def test_a_run_without_a_current_summary_is_incomplete(capsys, tmp_path):
+    from rayalign.config import load_config
+    from rayalign.run_dirs import show
+
+    (tmp_path / "r" / "prompts").mkdir(parents=True)
+    (tmp_path / "r" / "prompts" / "_manifest.json").write_text("{}")
+    (tmp_path / "r" / "config.yaml").write_text(f"name: {load_config('default').name}\n")
+    assert "stages with outputs: prompts" in show(tmp_path / "r") and "incomplete" in show(tmp_path / "r")
+    assert main(["runs", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["r", "incomplete"]

@@ -117,3 +117,25 @@ def test_ppo_prompts_must_split_evenly_over_workers():
     with pytest.raises(ConfigError, match="ppo.prompts_per_step=6 does not split evenly"):
         load_config("ppo", ["ppo.prompts_per_step=6", "ppo.resources.num_workers=4"])
     assert load_config("ppo", ["ppo.prompts_per_step=8", "ppo.resources.num_workers=4"]).ppo.enabled
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_the_documented_config_reads_back_as_the_same_config(preset):
+    import yaml
+
+    from rayalign.config import RunConfig
+    from rayalign.config.documented import documented_yaml
+
+    cfg = load_config(preset, ["data.instruction='Say: {prompt} # now'"])  # quotes, a colon and a hash
+    text = documented_yaml(cfg)
+    assert RunConfig.model_validate(yaml.safe_load(text)) == cfg
+    assert "  k: 8" in text or "  k: 16" in text
+    assert "# Responses sampled per prompt." in text and "ppo:  # The PPO baseline" in text
+
+
+def test_config_command_prints_overrides_with_their_documentation(capsys):
+    from rayalign.cli import main
+
+    assert main(["config", "ppo", "ppo.steps=3"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("steps:"))
+    assert line.split("#")[0].split() == ["steps:", "3"] and "PPO steps" in line

@@ -8,6 +8,7 @@ import math
 import mlflow
 import pytest
 
+import rayalign
 from rayalign.config import load_config
 from rayalign.data.parquet import read_table
 from rayalign.pipeline.context import StageError
@@ -24,10 +25,10 @@ SCHEMAS = {s.name: s.schema for s in PIPELINE if s.schema is not None and s.name
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, tiny_model, prompts_file, ray_local):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = load_config("default", tiny_overrides(tiny_model, prompts_file))
     logs: list[str] = []
-    summary = run_pipeline(cfg, run_dir, log=logs.append)
-    return cfg, run_dir, summary, logs
+    # Through the public Python API: a preset and command-line style overrides.
+    summary = rayalign.run("default", tiny_overrides(tiny_model, prompts_file), run_dir=run_dir, log=logs.append)
+    return load_config("default", tiny_overrides(tiny_model, prompts_file)), run_dir, summary, logs
 
 
 def manifests(run_dir):
@@ -90,6 +91,20 @@ def test_training_writes_a_loadable_hf_checkpoint_and_metrics(first_run):
     assert {"reward_accuracy", "reward_margin", "chosen_logratio", "rejected_logratio", "tokens_per_s"} <= set(
         history[0])
     assert history[-1]["reward_margin"] > 0  # the lr is high enough for a tiny model to move
+
+
+def test_show_and_runs_read_the_run_directory_back(first_run, capsys):
+    from rayalign.cli import main
+
+    _, run_dir, summary, _ = first_run
+    assert main(["show", str(run_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{summary['aligned_reward']:+.4f}" in shown and summary["mlflow_run_id"] in shown
+    assert str(run_dir / "config.yaml") in shown
+    assert main(["runs", str(run_dir.parent)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny "))
+    assert row.split()[1:5] == ["complete", f"{summary['aligned_reward']:.3f}", f"{summary['sft_reward']:.3f}",
+                                f"{summary['win_rate']:.3f}"]
 
 
 def test_summary_json_and_output(first_run):

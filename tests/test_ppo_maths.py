@@ -125,3 +125,19 @@ def test_whitening_over_workers_equals_whitening_the_whole_rollout():
     s = math.sqrt(1.25 + 1e-8)
     close(results[0], [[-1.5 / s, 0.0], [-0.5 / s, 0.0]])
     close(results[1], [[0.5 / s, 1.5 / s]])
+
+
+def test_the_critic_starts_from_the_reward_model(tiny_reward_model):
+    """Loaded from a reward model, the critic's value at the last token is the reward model's score
+    of the sequence (same backbone, same head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rayalign.training.ppo import load_critic
+
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    critic = load_critic(tiny_reward_model).eval()
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model).eval()
+    with torch.no_grad():
+        value = critic(input_ids=ids).logits[0, -1, 0]
+        score = reward_model(input_ids=ids).logits[0, 0]
+    assert value.item() == pytest.approx(score.item(), abs=1e-5) and abs(score.item()) > 1e-4

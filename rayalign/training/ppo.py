@@ -65,6 +65,16 @@ def full_state_dict(module: torch.nn.Module, zero_stage: int, bucket_bytes: int 
     return out
 
 
+def load_critic(path: str) -> torch.nn.Module:
+    """The critic: a one-output token head on the backbone at `path`. From a reward model (a
+    sequence classifier), the head starts as the reward model's score layer — transformers names
+    both heads `score` — so the first values are the reward model's per-prefix scores; from a
+    causal LM the head is new."""
+    from transformers import AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+
+
 def _sum_over_workers(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     torch.distributed.all_reduce(x)
@@ -123,7 +133,7 @@ def _live_logger(tracking: dict | None):
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker entry point of the ppo stage."""
     import ray.train
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rayalign.actors.sampler import VLLMSampler
 
@@ -134,9 +144,7 @@ def train_loop(loop_config: dict) -> None:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     policy = deepspeed_engine(AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=torch.float32),
                               cfg, world)
-    critic_model = AutoModelForTokenClassification.from_pretrained(loop_config["critic_path"], num_labels=1,
-                                                                   dtype=torch.float32)
-    critic = deepspeed_engine(critic_model, cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
+    critic = deepspeed_engine(load_critic(loop_config["critic_path"]), cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
     reference = AutoModelForCausalLM.from_pretrained(loop_config["reference_path"], dtype=torch.float32).to(device)
     reference.eval().requires_grad_(False)
     scorer_class, scorer_kwargs = loop_config["scorer"]
