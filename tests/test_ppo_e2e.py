@@ -59,14 +59,16 @@ def test_every_step_logs_its_metrics_live(ppo_run):
     assert "ppo/reward_vs_kl.png" in [a.path for a in client.list_artifacts(summary["mlflow_run_id"], "ppo")]
 
 
-def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, prompts_file, ray_local):
+def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, tiny_reward_model, prompts_file,
+                                                       ray_local):
     """Killed after step 1's checkpoint, rerun: step 1 is restored (not recomputed) and steps 2 and 3
-    follow, with the KL coefficient and vLLM's weights as they were."""
+    follow, with the KL coefficient and vLLM's weights as they were. Rewards come from a reward
+    model here, which also starts the critic."""
     import pyarrow as pa
     import ray
     from ray.train import TrainingFailedError
 
-    from rayalign.actors.rewards import VaderReward
+    from rayalign.actors.rewards import RewardModelScorer
     from rayalign.actors.sampler import sampler_kwargs
     from rayalign.training.trainer import fit
 
@@ -74,8 +76,8 @@ def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, pr
         "ppo.steps=3", "ppo.checkpoint_every_steps=1", "ppo.keep_checkpoints=1", "ppo.kl_target=1.0",
         "ppo.kl_horizon=10"])
     prompts = pa.table({"prompt_id": [f"p{i}" for i in range(4)], "prompt": [f"review {i}: the film" for i in range(4)]})
-    loop_config = {"model_path": tiny_model, "reference_path": tiny_model, "critic_path": tiny_model,
-                   "scorer": (VaderReward, {}), "tracking": None,
+    loop_config = {"model_path": tiny_model, "reference_path": tiny_model, "critic_path": tiny_reward_model,
+                   "scorer": (RewardModelScorer, {"model_path": tiny_reward_model}), "tracking": None,
                    "sampler": sampler_kwargs(tiny_model, cfg.sample, "float32", n=2, seed=0, stream="ppo",
                                              temperature=1.0, top_p=1.0),
                    "loop": "rayalign.training.ppo:train_loop", "crash_marker": str(tmp_path / "crashed")}
