@@ -40,7 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    ids = tokenizer("The film was a quiet, patient study of grief, and the ending", add_special_tokens=False)["input_ids"]
+    text = "The film was a quiet, patient study of grief, and the ending"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).eval()
     sampler = VLLMSampler(**sampler_kwargs(path, SampleConfig(), args.dtype, n=1, seed=0, stream="bench",
                                            temperature=1.0, top_p=1.0))

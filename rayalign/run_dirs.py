@@ -53,6 +53,7 @@ def list_runs(root: Path) -> str:
     for state in sorted(states, key=lambda s: s["updated"], reverse=True):
         summary = state["summary"] or {}
         cells = [f"{summary[k]:.3f}" if isinstance(summary.get(k), float) else "-" for k in HEADLINE]
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(state["updated"]))
         lines.append(f"{Path(state['run_dir']).name:<24} {state['status']:<10} {cells[0]:>8} {cells[1]:>8} "
-                     f"{cells[2]:>6} {cells[3]:>7}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(state['updated']))}")
+                     f"{cells[2]:>6} {cells[3]:>7}  {updated}")
     return "\n".join(lines)

@@ -2,12 +2,13 @@
 
 Each worker holds the policy and the critic (DeepSpeed engines, ZeRO 0-3), the frozen reference
 model, the reward scorer and an in-process vLLM engine. Each step: every worker's engine samples
-responses for its share of the step's prompts from the step's own random stream; the policy, reference and critic score them in one
-forward pass each (old log-probs come from the trainer, not from vLLM); rewards are the score at
-the last response token minus the per-token KL penalty; GAE advantages are whitened over the
-whole rollout; ppo_epochs of clipped updates run over shuffled mini-batches (DeepSpeed averages
-the gradients over the workers); the new weights go into every worker's vLLM engine (gathered a
-bucket at a time under ZeRO-3). Step metrics go live to the pipeline's MLflow run.
+responses for its share of the step's prompts from the step's own random stream; the policy,
+reference and critic score them in one forward pass each (old log-probs come from the trainer,
+not from vLLM); rewards are the score at the last response token minus the per-token KL
+penalty; GAE advantages are whitened over the whole rollout; ppo_epochs of clipped updates run
+over shuffled mini-batches (DeepSpeed averages the gradients over the workers); the new weights
+go into every worker's vLLM engine (gathered a bucket at a time under ZeRO-3). Step metrics go
+live to the pipeline's MLflow run.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import torch
 
 from rayalign.config import PPOConfig
 from rayalign.logprobs import pad_batch, token_logprobs
-from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean, masked_whiten,
-                                 ppo_policy_loss, ppo_value_loss)
+from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean,
+                                 masked_whiten, ppo_policy_loss, ppo_value_loss)
 from rayalign.training.loop import deepspeed_engine, report_final, report_resumable, resume, setup_worker
 
 
@@ -144,7 +145,8 @@ def train_loop(loop_config: dict) -> None:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     policy = deepspeed_engine(AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=torch.float32),
                               cfg, world)
-    critic = deepspeed_engine(load_critic(loop_config["critic_path"]), cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
+    critic = deepspeed_engine(load_critic(loop_config["critic_path"]),
+                              cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
     reference = AutoModelForCausalLM.from_pretrained(loop_config["reference_path"], dtype=torch.float32).to(device)
     reference.eval().requires_grad_(False)
     scorer_class, scorer_kwargs = loop_config["scorer"]
@@ -154,12 +156,12 @@ def train_loop(loop_config: dict) -> None:
     log = _live_logger(loop_config.get("tracking") if rank == 0 else None)
     training_prompts = list(ray.train.get_dataset_shard("train").iter_rows())
     rng = random.Random(cfg.seed)
-    scratch = Path(tempfile.mkdtemp(prefix="rayalign-ppo-sync-"))  # weight_sync=checkpoint writes here
     engines = {"policy": policy, "critic": critic}
     history, final, saved = resume(engines)
     if final is not None:  # the run had finished; only its final report was lost
         ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
         return
+    scratch = Path(tempfile.mkdtemp(prefix="rayalign-ppo-sync-"))  # weight_sync=checkpoint writes here
     if history:  # resumed: the KL coefficient, the mini-batch shuffles and vLLM's weights as they were
         kl_ctl.value = saved["kl_coef"]
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
@@ -220,7 +222,8 @@ def train_loop(loop_config: dict) -> None:
             **dict(zip(("policy_loss", "value_loss", "clip_fraction", "approx_kl"), losses.tolist())),
             "entropy": float(masked_mean(entropy, mask, all_reduce)),
             "explained_variance": explained_variance(old_values, returns, mask, all_reduce),
-            "rollouts": len(lengths), "response_length": tokens / len(lengths), "rollout_tokens_per_s": tokens / max(rollout_s, 1e-9),
+            "rollouts": len(lengths), "response_length": tokens / len(lengths),
+            "rollout_tokens_per_s": tokens / max(rollout_s, 1e-9),
             "train_tokens_per_s": tokens * cfg.ppo_epochs / max(train_s, 1e-9), "weight_sync_s": sync_s,
             "learning_rate": float(policy.get_lr()[0]), "tokens": tokens,
             "tokens_per_s": tokens / max(time.perf_counter() - started, 1e-9),
