@@ -4,11 +4,15 @@ token authentication and rayalign's Jobs client authenticates, a job gets only t
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
+from rayalign.cli import main
+from rayalign.config import ConfigError, load_config
 from rayalign.redaction import install_log_redaction, redact_secrets, redact_uri, secret_env_values
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,5 +76,109 @@ def test_log_records_are_redacted_before_any_handler_sees_them(log_redaction, ca
         log.info("tracking to %s with %s", "https://u:pw@h:5000", "hf_abcdefghijklmnop")
         log.info("%d%% plain", 100)
     assert [r.getMessage() for r in caplog.records] == ["tracking to https://***@h:5000 with ***", "100% plain"]
+
+
+# --- what rayalign records: errors, config.yaml, summary.json, mlflow_run.json, MLflow ------------
+
+def test_cli_errors_redact_credentials(capsys):
+    # An unreachable Jobs API given with credentials: the error quotes the address.
+    code = main(["submit", "default", "--address", "http://admin:sekret-pw@127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot reach the Ray Jobs API at http://***@127.0.0.1:1" in err
+    assert "sekret-pw" not in err
+
+
+def test_a_recorded_config_with_redacted_credentials_is_refused():
+    with pytest.raises(ConfigError, match=r"tracking.uri='https://\*\*\*@mlflow:5000' holds credentials that rayalign "
+                                          r"redacted.*MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+        load_config("default", ["tracking.uri=https://***@mlflow:5000"])
+
+
+HF, AWS, PW = "hf_abcdefghijklmnop", "wJalrXUtnFEMI/K7MDENG", "correct-horse-battery"
+
+
+def _run_toy(ctx, out):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"value": [1]}), out / "value.parquet")
+    return {"rows": 1}
+
+
+def _track_toy(ctx, folder):
+    ctx.tracker.set_tag("rayalign.toy_source", f"s3://reader:{PW}@bucket/toy")
+    with ctx.tracker.child_run("toy", params={"source": f"https://reader:{PW}@data.example/x?sig=abc"},
+                               consumed={"data": f"s3://reader:{PW}@bucket/in"}, produced={"model": str(folder)}):
+        pass
+
+
+def test_a_run_records_no_secret(tmp_path, tiny_model, ray_local, monkeypatch):
+    from mlflow import MlflowClient
+
+    from rayalign.pipeline.runner import run_pipeline
+    from rayalign.pipeline.stage import Stage
+
+    monkeypatch.setenv("HF_TOKEN", HF)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PW)
+    toy = Stage(name="toy", run=_run_toy, track=_track_toy,
+                summary=lambda folder, metrics: {"toy_source": f"https://reader:{PW}@data.example/x?sig=abc"})
+    cfg = load_config("default", [f"model.policy={tiny_model}", f"data.instruction=Token {HF} says {{prompt}}",
+                                  f"train.resources.storage_path=s3://AKIAEXAMPLE:{AWS}@bucket/ckpt"])
+    run_dir = tmp_path / "runs" / "secret"
+    summary = run_pipeline(cfg, run_dir, log=lambda line: None, stages=(toy,))
+
+    config = (run_dir / "config.yaml").read_text()
+    assert yaml.safe_load(config)["train"]["resources"]["storage_path"] == "s3://***@bucket/ckpt"
+    assert yaml.safe_load(config)["data"]["instruction"] == "Token *** says {prompt}"
+    assert summary["toy_source"] == "https://***@data.example/x?sig=***"
+    client = MlflowClient(tracking_uri=summary["tracking_uri"])
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.params["data.instruction"] == "Token *** says {prompt}"
+    child = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")[0]
+    assert child.data.tags["rayalign.consumed.data"] == "s3://***@bucket/in"
+    recorded = [config, (run_dir / "summary.json").read_text(), (run_dir / "mlflow_run.json").read_text(),
+                json.dumps(summary), json.dumps([run.data.params, run.data.tags, child.data.params, child.data.tags])]
+    for secret in (HF, AWS, PW, "AKIAEXAMPLE", "sig=abc"):
+        assert not [text for text in recorded if secret in text], secret
+
+
+def test_tracking_uri_credentials_connect_but_are_not_recorded(mlflow_server, tmp_path, monkeypatch, capsys):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from rayalign.tracking import RUN_FILE, Tracker
+
+    # Restored after the test: the Tracker turns MLflow's run-URL printing off for this URI.
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")
+    mlflow_server["wait_ready"]()
+    plain = mlflow_server["uri"]
+    secret_uri = plain.replace("http://", f"http://rayalign:{PW}@")
+    cfg = load_config("default", [f"tracking.uri={secret_uri}"])
+    (tmp_path / "run").mkdir()
+    tracker = Tracker(cfg, tmp_path / "run")
+    tracker.mlflow.log_metric("m", 1.0)
+    assert mlflow.get_tracking_uri() == secret_uri  # the connection uses the real URI, credentials and all
+    assert tracker.display_uri == plain.replace("http://", "http://***@")
+    tracker.end()
+    assert PW not in capsys.readouterr().out  # MLflow's "View run ... at: URL" would carry it
+    assert json.loads((tmp_path / "run" / RUN_FILE).read_text())["tracking_uri"] == tracker.display_uri
+    run = MlflowClient(tracking_uri=plain).get_run(tracker.run_id)
+    assert run.data.params["tracking.uri"] == tracker.display_uri
+    assert PW not in json.dumps([run.data.params, run.data.tags])
+    again = Tracker(cfg, tmp_path / "run")
+    again.end()
+    assert again.resumed  # the redacted record still identifies the store
+
+    # MLflow's own variables keep authenticating: rayalign leaves them for MLflow to send.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "rayalign")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PW)
+    (tmp_path / "env-run").mkdir()
+    tracker = Tracker(load_config("default", [f"tracking.uri={plain}"]), tmp_path / "env-run")
+    creds = MlflowClient(tracking_uri=plain)._tracking_client.store.get_host_creds()
+    assert (creds.username, creds.password) == ("rayalign", PW)
+    tracker.end()
+    run = MlflowClient(tracking_uri=plain).get_run(tracker.run_id)
+    assert PW not in json.dumps([run.data.params, run.data.tags])
 
 

@@ -20,6 +20,7 @@ from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stages import PIPELINE
 from rayalign.pipeline.store import StageStore
 from rayalign.pipeline.summary import build_summary, write_summary
+from rayalign.redaction import install_log_redaction, redact_secrets
 from rayalign.tracking import Tracker
 
 
@@ -71,10 +72,13 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
                  rounds: int = 1) -> dict:
     """Run every incomplete node of the plan in order and return the summary (also written as
     summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; `rounds` repeats its
-    per-round stages."""
+    per-round stages. What it records (config.yaml, summary.json, MLflow, log records) has its secrets
+    redacted (rayalign.redaction)."""
+    install_log_redaction()
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    config = redact_secrets(cfg.model_dump(mode="json"))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy = resolve_model(cfg.model.policy)
     for name in (cfg.model.reference, cfg.reward_model.base_model if cfg.reward_model.enabled else None):
         if name:

@@ -8,16 +8,19 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rayalign.redaction import redact_secrets
+
 
 def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracker) -> dict:
     """Summary of a finished run: every node's rows and seconds, where the outputs and the MLflow
-    run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones)."""
+    run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones).
+    Secrets are redacted (rayalign.redaction): the summary is printed and written to summary.json."""
     run = tracker.mlflow.get_run(tracker.run_id)
     added: dict = {}
     for node in nodes:
         if node.stage.summary is not None:
             added.update(node.stage.summary(run_dir / node.id, manifests[node.id]["metrics"]))
-    return {
+    return redact_secrets({
         **added,
         "stage_seconds": {node: round(m["seconds"], 2) for node, m in manifests.items()},
         "stage_rows": {node: m["rows"] for node, m in manifests.items()},
@@ -25,8 +28,8 @@ def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracke
         "outputs": {node: str(run_dir / node) for node in manifests},
         "mlflow_run_id": tracker.run_id,
         "mlflow_experiment_id": run.info.experiment_id,
-        "tracking_uri": tracker.uri,
-    }
+        "tracking_uri": tracker.display_uri,
+    })
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
