@@ -4,6 +4,7 @@ token authentication and rayalign's Jobs client authenticates, a job gets only t
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from rayalign.cli import main
-from rayalign.config import ConfigError, load_config
+from rayalign.config import ConfigError, SampleConfig, load_config
+from rayalign.models import ModelNotFoundError, resolve_model
 from rayalign.redaction import install_log_redaction, redact_secrets, redact_uri, secret_env_values
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,5 +182,135 @@ def test_tracking_uri_credentials_connect_but_are_not_recorded(mlflow_server, tm
     tracker.end()
     run = MlflowClient(tracking_uri=plain).get_run(tracker.run_id)
     assert PW not in json.dumps([run.data.params, run.data.tags])
+
+
+# --- checkpoints are data: safetensors only, no code of their own unless model.trust_remote_code --
+
+@pytest.fixture
+def code_checkpoint(tmp_path, monkeypatch) -> Path:
+    """A checkpoint whose config and tokenizer name Python modules of its own (auto_map); importing
+    evil.py (transformers imports a copy of it) leaves a file `ran` in the checkpoint."""
+    from transformers import dynamic_module_utils
+
+    # Where transformers copies a checkpoint's modules to import them: here, not in ~/.cache.
+    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    path = tmp_path / "evil"
+    path.mkdir()
+    (path / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(path / 'ran')!r}).touch()\n"
+        "from transformers import PretrainedConfig\n\n\nclass EvilConfig(PretrainedConfig):\n"
+        "    model_type = 'rayalign_evil'\n")
+    (path / "config.json").write_text(json.dumps({
+        "model_type": "rayalign_evil", "architectures": ["EvilModel"],
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}}))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "EvilTokenizer", "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}))
+    (path / "model.safetensors").write_bytes(b"")
+    return path
+
+
+class _Payload:
+    """Unpickled, it creates the file `marker`: what a malicious pytorch_model.bin does, harmlessly."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def pickle_checkpoint(path: Path, tiny_model: str) -> Path:
+    """The tiny model's config with weights as a pickle that runs code when loaded without weights_only."""
+    import torch
+
+    path.mkdir()
+    (path / "config.json").write_text((Path(tiny_model) / "config.json").read_text())
+    torch.save({"model.embed_tokens.weight": _Payload(str(path / "ran"))}, path / "pytorch_model.bin")
+    return path
+
+
+def test_checkpoint_code_runs_only_with_trust_remote_code(code_checkpoint):
+    from transformers import AutoModelForCausalLM
+
+    from rayalign.pretrained import load_model, load_tokenizer
+
+    evil = code_checkpoint
+    with pytest.raises(ValueError, match="(?s)contains custom code.*trust_remote_code=True"):
+        load_model(AutoModelForCausalLM, evil)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        load_tokenizer(evil)
+    assert not (evil / "ran").exists()
+    with pytest.raises(Exception):  # the positive control: allowed, the checkpoint's code does run
+        load_model(AutoModelForCausalLM, evil, trust_remote_code=True)
+    assert (evil / "ran").exists()
+
+
+def test_trust_remote_code_is_off_by_default_and_warned_about_when_on():
+    assert load_config("default").model.trust_remote_code is False
+    with pytest.warns(UserWarning, match="model.trust_remote_code=true: Python code inside the run's checkpoints"):
+        assert load_config("default", ["model.trust_remote_code=true"]).model.trust_remote_code
+
+
+def test_vllm_runs_no_checkpoint_code_by_default(code_checkpoint):
+    from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
+
+    evil = code_checkpoint
+    with pytest.raises(Exception, match="trust_remote_code=True"):
+        VLLMSampler(**sampler_kwargs(str(evil), SampleConfig(max_model_len=64), "float32", n=1, seed=0, stream="s",
+                                     temperature=1.0, top_p=1.0))
+    assert not (evil / "ran").exists()
+
+
+def test_pickled_weights_are_refused_everywhere(tmp_path, tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
+    from rayalign.pretrained import load_model
+
+    bad = pickle_checkpoint(tmp_path / "bin", tiny_model)
+    refused = r"has no .safetensors weights \(only pickled ones: pytorch_model.bin\); rayalign loads weights only"
+    with pytest.raises(ModelNotFoundError, match=refused):
+        resolve_model(str(bad))
+    with pytest.raises(ModelNotFoundError, match=refused):
+        load_model(AutoModelForCausalLM, bad)
+    with pytest.raises(ModelNotFoundError, match=refused):
+        VLLMSampler(**sampler_kwargs(str(bad), SampleConfig(), "float32", n=1, seed=0, stream="s",
+                                     temperature=1.0, top_p=1.0))
+    assert not (bad / "ran").exists()
+    torch.load(bad / "pytorch_model.bin", weights_only=False)  # the positive control: the pickle runs code
+    assert (bad / "ran").exists()
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            owner = getattr(func.value, "id", "") if isinstance(func, ast.Attribute) else ""
+            yield node, owner, name, {k.arg: k.value for k in node.keywords}
+
+
+def test_the_package_reads_no_pickle_and_loads_checkpoints_in_one_place():
+    """Every from_pretrained is in rayalign/pretrained.py; no torch.load without weights_only=True,
+    no pickle/joblib/pandas unpickling, no numpy allow_pickle; vLLM engines load safetensors and
+    take trust_remote_code from the caller."""
+    found = []
+    for file in sorted((REPO / "rayalign").rglob("*.py")):
+        where = file.relative_to(REPO)
+        for node, owner, name, kw in _calls(ast.parse(file.read_text())):
+            line = f"{where}:{node.lineno}"
+            literal = {k: v.value for k, v in kw.items() if isinstance(v, ast.Constant)}
+            if name == "from_pretrained" and str(where) != "rayalign/pretrained.py":
+                found.append(f"{line} from_pretrained outside rayalign/pretrained.py")
+            if owner == "torch" and name == "load" and literal.get("weights_only") is not True:
+                found.append(f"{line} torch.load without weights_only=True")
+            if owner in ("pickle", "cloudpickle", "joblib", "dill") and name in ("load", "loads"):
+                found.append(f"{line} {owner}.{name}")
+            if name == "read_pickle" or literal.get("allow_pickle") is True:
+                found.append(f"{line} unpickling")
+            if name == "LLM" and (literal.get("load_format") != "safetensors" or "trust_remote_code" not in kw):
+                found.append(f"{line} LLM without load_format='safetensors' and trust_remote_code")
+    assert found == []
 
 

@@ -49,6 +49,19 @@ class ModelConfig(Section):
         "samples (the SFT model when sft runs)."
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype for sampling and scoring.")
+    trust_remote_code: bool = Field(
+        False, description="Let transformers and vLLM import and run the Python code a checkpoint ships (the "
+        "modules its auto_map names), for every model the run loads. That code runs with your rights on every "
+        "node: enable it only for checkpoints whose code you have read. Warned about when on."
+    )
+
+    @model_validator(mode="after")
+    def _warn_remote_code(self) -> ModelConfig:
+        if self.trust_remote_code:
+            warnings.warn("model.trust_remote_code=true: Python code inside the run's checkpoints will be imported "
+                          "and run on every node; set it only for checkpoints whose code you have read",
+                          UserWarning, stacklevel=2)
+        return self
 
 
 class DataConfig(Section):
