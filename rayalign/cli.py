@@ -49,7 +49,7 @@ def _runs(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from rayalign import jobs
 
-    job_id = jobs.submit(args.config, list(args.overrides), args.address, args.run_dir)
+    job_id = jobs.submit(args.config, list(args.overrides), args.address, args.run_dir, args.env)
     address = redact_secrets(args.address)
     print(f"rayalign: submitted job {job_id} to {address}", flush=True)
     if not args.wait:
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--address", required=True, help="Ray Jobs API (dashboard) address, e.g. http://HEAD:8265")
     submit.add_argument("--run-dir", help="run directory on the cluster (default: runs/<name> in the job's dir)")
     submit.add_argument("--wait", action="store_true", help="follow the logs; exit non-zero if the job fails")
+    submit.add_argument("--env", action="append", default=[], metavar="NAME",
+                        help="pass this local environment variable to the job (repeatable), e.g. "
+                        "--env MLFLOW_TRACKING_PASSWORD; no other local variable reaches it")
     submit.set_defaults(func=_submit)
     job_cmd = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
     job_cmd.add_argument("action", choices=["status", "logs", "stop"])

@@ -7,12 +7,19 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from rayalign.cli import main
+from rayalign.cli import build_parser, main
 from rayalign.config import ConfigError, SampleConfig, load_config
 from rayalign.models import ModelNotFoundError, resolve_model
 from rayalign.redaction import install_log_redaction, redact_secrets, redact_uri, secret_env_values
@@ -314,3 +321,101 @@ def test_the_package_reads_no_pickle_and_loads_checkpoints_in_one_place():
     assert found == []
 
 
+# --- local services on 127.0.0.1: Ray with token auth, the Jobs client authenticates, the MLflow UI; job env
+
+def test_mlflow_ui_hint_listens_on_loopback_only():
+    from rayalign.pipeline.summary import mlflow_ui_hint
+
+    hint = mlflow_ui_hint({"tracking_uri": "sqlite:////r/mlflow.db", "mlflow_experiment_id": "1",
+                           "mlflow_run_id": "ab"})
+    assert hint.split(" ", 1)[1] == ("-m mlflow ui --backend-store-uri sqlite:////r/mlflow.db --host 127.0.0.1 "
+                                     "--port 5000   # then open http://127.0.0.1:5000/#/experiments/1/runs/ab")
+
+
+HEAD = """
+import json, sys
+import ray
+from ray._private.authentication.authentication_utils import is_token_auth_enabled
+from rayalign.pipeline.runner import connect_ray
+
+connect_ray(None)
+print(json.dumps({"dashboard": ray._private.worker.get_dashboard_url(), "token_auth": is_token_auth_enabled(),
+                  "node_ip": ray.util.get_node_ip_address()}), flush=True)
+sys.stdin.read()  # until the test is done
+ray.shutdown()
+"""
+CLIENT = """
+import sys
+from rayalign import jobs
+try:
+    jobs.status(sys.argv[1], "raysubmit_nosuchjob")
+except jobs.JobError as exc:
+    print(exc)
+"""
+
+
+def test_a_local_ray_listens_on_loopback_with_token_auth_and_rayalign_jobs_authenticate(tmp_path):
+    token = "5eC7e7" * 8
+    # A clean environment: nothing tells Ray to enable or disable auth, nor where a cluster is.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    env.update(RAY_AUTH_TOKEN=token, PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    head = subprocess.Popen([sys.executable, "-c", HEAD], env=env, cwd=tmp_path, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(head.stdout.readline())
+        host, port = info["dashboard"].rsplit(":", 1)
+        assert host == "127.0.0.1" and info["token_auth"] is True
+        if info["node_ip"] != "127.0.0.1":  # not reachable from the network side
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((info["node_ip"], int(port)), timeout=5).close()
+        deadline = time.monotonic() + 60
+        while True:  # the dashboard answers shortly after ray.init returns
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/jobs/", timeout=5).close()
+                pytest.fail("the Jobs API answered a request without a token")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 401
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the dashboard did not answer"
+                time.sleep(1)
+        # rayalign's client, in a process where RAY_AUTH_MODE is unset (Ray's own client would send no token):
+        # it gets past authentication to the Jobs API's answer about the job.
+        out = subprocess.run([sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120).stdout
+        assert "raysubmit_nosuchjob" in out and "does not exist" in out and "Authentication" not in out, out
+    finally:
+        head.stdin.close()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+
+
+def test_auth_headers_carry_the_local_token(monkeypatch):
+    from rayalign.jobs import auth_headers
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "ab" * 32)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert auth_headers() == {"Authorization": f"Bearer {'ab' * 32}"}
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user says the cluster has no auth: send nothing
+    assert auth_headers() == {}
+
+
+def test_a_job_gets_no_local_secret_unless_named(monkeypatch, tmp_path):
+    import rayalign
+    from rayalign.jobs import JobError, job_runtime_env
+
+    monkeypatch.setenv("HF_TOKEN", HF)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PW)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS)
+    monkeypatch.delenv("RAYALIGN_UNSET_VARIABLE", raising=False)
+    package = [str(Path(rayalign.__file__).parent)]
+    assert job_runtime_env(str(tmp_path)) == {"working_dir": str(tmp_path), "py_modules": package,
+                                              "env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}}
+    assert job_runtime_env(str(tmp_path), ["MLFLOW_TRACKING_PASSWORD"])["env_vars"] == {
+        "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_PASSWORD": PW}
+    with pytest.raises(JobError, match="--env RAYALIGN_UNSET_VARIABLE: not set in this environment"):
+        job_runtime_env(str(tmp_path), ["RAYALIGN_UNSET_VARIABLE"])
+    args = build_parser().parse_args(["submit", "--address", "http://h:8265", "--env", "A", "--env", "B"])
+    assert args.env == ["A", "B"]  # what `rayalign submit` hands to jobs.submit

@@ -24,6 +24,9 @@ from rayalign.redaction import install_log_redaction, redact_secrets
 from rayalign.tracking import Tracker
 
 
+LOCAL_HOST = "127.0.0.1"
+
+
 class RayConnectError(ConnectionError):
     """No Ray cluster at the given address."""
 
@@ -44,7 +47,9 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def connect_ray(address: str | None) -> None:
-    """Join the cluster at `address`, or start/join a local Ray when None."""
+    """Join the cluster at `address`, or start/join a local Ray when None. A Ray started here keeps
+    Ray's token authentication (on by default for a new local cluster; RAY_AUTH_MODE=disabled turns
+    it off) and serves its dashboard and Jobs API on 127.0.0.1 only."""
     import ray
 
     if address:
@@ -52,7 +57,9 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        # dashboard_host applies only when this call starts Ray; explicit so that no Ray default can
+        # open the dashboard, which runs jobs for whoever reaches it, to the network.
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING", dashboard_host=LOCAL_HOST)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
         raise RayConnectError(

@@ -39,13 +39,14 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
 
 
 def mlflow_ui_hint(summary: dict) -> str:
-    """The command that opens the MLflow UI on this run, or the run's URL on a server."""
+    """The command that opens the MLflow UI on this run, or the run's URL on a server. The UI
+    listens on 127.0.0.1 only: it serves every run and artifact of the store to whoever reaches it."""
     uri = summary["tracking_uri"]
     route = f"#/experiments/{summary['mlflow_experiment_id']}/runs/{summary['mlflow_run_id']}"
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {uri.rstrip('/')}/{route}"
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    return f"{python} -m mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000/{route}"
+    return f"{python} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open http://127.0.0.1:5000/{route}"
 
 
 def format_summary(summary: dict) -> str:
