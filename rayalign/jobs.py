@@ -41,7 +41,6 @@ def auth_headers() -> dict[str, str]:
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         return {}
     loader = AuthenticationTokenLoader.instance()
-    loader.reset_cache()  # the loader caches; RAY_AUTH_TOKEN may have changed since
     if not loader.has_token(ignore_auth_mode=True):
         return {}
     return {"Authorization": f"Bearer {loader.get_raw_token(ignore_auth_mode=True)}"}

@@ -155,11 +155,15 @@ def test_a_run_records_no_secret(tmp_path, tiny_model, ray_local, monkeypatch):
 def test_tracking_uri_credentials_connect_but_are_not_recorded(mlflow_server, tmp_path, monkeypatch, capsys):
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from rayalign.tracking import RUN_FILE, Tracker
 
-    # Restored after the test: the Tracker turns MLflow's run-URL printing off for this URI.
+    # Restored after the test, as later tests expect them: the Tracker turns MLflow's run-URL
+    # printing off for this URI, and mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI.
     monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
     mlflow_server["wait_ready"]()
     plain = mlflow_server["uri"]
     secret_uri = plain.replace("http://", f"http://rayalign:{PW}@")
@@ -392,11 +396,25 @@ def test_a_local_ray_listens_on_loopback_with_token_auth_and_rayalign_jobs_authe
             head.kill()
 
 
-def test_auth_headers_carry_the_local_token(monkeypatch):
+@pytest.fixture
+def token_loader(monkeypatch):
+    """Ray's process-wide token loader, which caches the token: reloaded once the test has set
+    RAY_AUTH_TOKEN, and again after the environment is restored, since the in-process Ray of other
+    tests authenticates with it."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    loader = AuthenticationTokenLoader.instance()
+    yield loader
+    monkeypatch.undo()
+    loader.reset_cache()
+
+
+def test_auth_headers_carry_the_local_token(monkeypatch, token_loader):
     from rayalign.jobs import auth_headers
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ab" * 32)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    token_loader.reset_cache()
     assert auth_headers() == {"Authorization": f"Bearer {'ab' * 32}"}
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user says the cluster has no auth: send nothing
     assert auth_headers() == {}
