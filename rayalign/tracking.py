@@ -2,7 +2,9 @@
 
 One MLflow run per run directory and config: re-running the same command resumes the
 same MLflow run; a changed config starts a new one. The default store is a SQLite
-database beside the run directories, with artifacts in a folder next to it.
+database beside the run directories, with artifacts in a folder next to it. Params, tags,
+dataset sources and mlflow_run.json are recorded with their secrets redacted
+(rayalign.redaction); the connection itself uses the real tracking URI.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from rayalign.config import RunConfig, fingerprint, flatten, flatten_dict
+from rayalign.redaction import redact_secrets
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 RUN_FILE = "mlflow_run.json"
+MAX_PARAM_CHARS = 6000  # MLflow refuses longer param values
+
+
+def recorded_params(params: dict[str, Any]) -> dict[str, str]:
+    """Flat params as MLflow stores them: strings, secrets redacted (before the cut, so no part of
+    a secret survives it), cut to MAX_PARAM_CHARS."""
+    return {k: redact_secrets(str(v))[:MAX_PARAM_CHARS] for k, v in params.items()}
 
 
 def default_tracking_uri(run_root: Path) -> str:
@@ -35,7 +45,9 @@ def tracking_target(cfg: RunConfig, run_root: Path, tracking_uri: str | None = N
 
 
 class Tracker:
-    """The MLflow run of one pipeline run."""
+    """The MLflow run of one pipeline run. `uri` is the tracking URI it connects to (credentials
+    included: PPO's workers log through it), `display_uri` the same with its secrets redacted, for
+    everything shown or written."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None):
         import mlflow
@@ -44,6 +56,10 @@ class Tracker:
         self.run_dir = run_dir
         run_root = run_dir.parent
         self.uri, name = tracking_target(cfg, run_root, tracking_uri)
+        self.display_uri = redact_secrets(self.uri)
+        if self.display_uri != self.uri:
+            # MLflow prints each run's URL, built from the raw URI, when the run ends.
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         mlflow.set_tracking_uri(self.uri)
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
@@ -58,17 +74,17 @@ class Tracker:
                                     run_name=None if previous else f"{cfg.name}-{config_hash[:6]}")
         self.run_id = self.run.info.run_id
         (run_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id, "config_hash": config_hash,
-                                                   "tracking_uri": self.uri}))
+                                                   "tracking_uri": self.display_uri}))
         if not self.resumed:
-            mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg).items()})
-            mlflow.set_tags({"rayalign.run_dir": str(run_dir.resolve())})
+            mlflow.log_params(recorded_params(flatten(cfg)))
+            self.set_tag("rayalign.run_dir", str(run_dir.resolve()))
 
     def _previous_run(self, config_hash: str) -> str | None:
         file = self.run_dir / RUN_FILE
         if not file.is_file():
             return None
         saved = json.loads(file.read_text())
-        if saved.get("config_hash") != config_hash or saved.get("tracking_uri") != self.uri:
+        if saved.get("config_hash") != config_hash or saved.get("tracking_uri") != self.display_uri:
             return None
         from mlflow.exceptions import MlflowException
 
@@ -94,7 +110,7 @@ class Tracker:
         frame = table.to_pandas()
         # MLflow's schema inference rejects list columns; lineage needs only the scalar ones.
         scalar = [c for c in frame.columns if not str(table.schema.field(c).type).startswith("list")]
-        dataset = mlflow.data.from_pandas(frame[scalar], source=str(source.resolve()), name=name)
+        dataset = mlflow.data.from_pandas(frame[scalar], source=redact_secrets(str(source.resolve())), name=name)
         self.mlflow.log_input(dataset, context=context)
 
     @contextmanager
@@ -106,14 +122,15 @@ class Tracker:
         datasets it read and wrote: a run that consumed what another produced is its descendant.
         """
         with self.mlflow.start_run(run_name=name, nested=True, experiment_id=self.run.info.experiment_id) as run:
-            self.mlflow.log_params({k: str(v)[:6000] for k, v in flatten_dict(params).items()})
-            self.mlflow.set_tags({"rayalign.stage": name,
-                                  **{f"rayalign.consumed.{k}": v for k, v in consumed.items()},
-                                  **{f"rayalign.produced.{k}": v for k, v in produced.items()}})
+            self.mlflow.log_params(recorded_params(flatten_dict(params)))
+            self.mlflow.set_tags(redact_secrets({"rayalign.stage": name,
+                                                 **{f"rayalign.consumed.{k}": v for k, v in consumed.items()},
+                                                 **{f"rayalign.produced.{k}": v for k, v in produced.items()}}))
             yield run.info.run_id
 
     def set_tag(self, key: str, value: Any) -> None:
-        self.mlflow.set_tag(key, value)
+        """A tag on the pipeline's run (on the active nested run inside child_run), secrets redacted."""
+        self.mlflow.set_tag(key, redact_secrets(str(value)))
 
     def end(self, status: str = "FINISHED") -> None:
         while self.mlflow.active_run() is not None:  # a failing child run first, then the pipeline's

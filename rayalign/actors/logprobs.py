@@ -8,14 +8,16 @@ import torch
 
 from rayalign.actors.runtime import set_torch_threads
 from rayalign.logprobs import pad_batch, sequence_logprobs
+from rayalign.pretrained import load_model, load_tokenizer
 
 
-def load_causal_lm(model_path: str, dtype: str, device: str):
+def load_causal_lm(model_path: str, dtype: str, device: str, trust_remote_code: bool = False):
     """An eval-mode causal LM and its pad id."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = load_model(AutoModelForCausalLM, model_path, trust_remote_code, dtype=getattr(torch, dtype))
+    model = model.to(device).eval()
+    tokenizer = load_tokenizer(model_path, trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return model, pad_id
 
@@ -24,10 +26,12 @@ class SequenceLogprobs:
     """Callable class for map_batches: for each {column: model_path} in `models`, adds `column` =
     log π(response | prompt) under that model, every model through the same forward-pass code."""
 
-    def __init__(self, models: dict[str, str], dtype: str, torch_threads: int | None = None):
+    def __init__(self, models: dict[str, str], dtype: str, torch_threads: int | None = None,
+                 trust_remote_code: bool = False):
         set_torch_threads(torch_threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.models = {column: load_causal_lm(path, dtype, self.device) for column, path in models.items()}
+        self.models = {column: load_causal_lm(path, dtype, self.device, trust_remote_code)
+                       for column, path in models.items()}
 
     @torch.no_grad()
     def __call__(self, batch: pa.Table) -> pa.Table:

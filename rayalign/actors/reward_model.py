@@ -9,6 +9,7 @@ import torch
 
 from rayalign.actors.runtime import set_torch_threads
 from rayalign.actors.vader import append_reward
+from rayalign.pretrained import load_model, load_tokenizer
 
 # transformers' "no limit" sentinel for tokenizer.model_max_length is about 1e30.
 _NO_LIMIT = 10**12
@@ -28,18 +29,19 @@ class RewardModelScorer:
     """Callable class for map_batches: `column` (default reward) = r(prompt + response) from the checkpoint's head."""
 
     def __init__(self, model_path: str, batch_size: int = 16, torch_threads: int | None = None,
-                 column: str = "reward"):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+                 column: str = "reward", trust_remote_code: bool = False):
+        from transformers import AutoModelForSequenceClassification
 
         set_torch_threads(torch_threads)
         if not (Path(model_path) / "config.json").is_file():
             raise FileNotFoundError(f"score.reward_model_path {model_path!r} is not an HF checkpoint directory")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_path).to(self.device).eval()
+        self.model = load_model(AutoModelForSequenceClassification, model_path, trust_remote_code)
+        self.model = self.model.to(self.device).eval()
         if self.model.config.num_labels != 1:
             raise ValueError(f"reward model {model_path} has {self.model.config.num_labels} labels; "
                              "a reward model needs exactly one output (num_labels=1)")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # The score is read at the last non-pad token, which needs the pad id on the config.

@@ -9,9 +9,9 @@ __all__ = ["GOLD_REWARDS", "RewardModelScorer", "VaderReward", "scorer_for"]
 GOLD_REWARDS = {"vader": VaderReward}
 
 
-def scorer_for(score_cfg, reward_model_path: str) -> tuple[type, dict]:
+def scorer_for(score_cfg, reward_model_path: str, trust_remote_code: bool = False) -> tuple[type, dict]:
     """(actor class, constructor kwargs) for a ScoreConfig; reward_model_path is the checkpoint a
     reward_model scorer loads (score.reward_model_path or the trained one)."""
     if score_cfg.reward == "vader":
         return VaderReward, {}
-    return RewardModelScorer, {"model_path": reward_model_path}
+    return RewardModelScorer, {"model_path": reward_model_path, "trust_remote_code": trust_remote_code}

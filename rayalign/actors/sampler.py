@@ -11,6 +11,7 @@ import pyarrow as pa
 from rayalign.actors.runtime import set_torch_threads
 from rayalign.data import schemas
 from rayalign.data.prompts import prompt_token_ids
+from rayalign.models import require_safetensors
 from rayalign.seeding import derived_seed
 
 if TYPE_CHECKING:
@@ -22,8 +23,9 @@ class VLLMSampler:
 
     def __init__(self, model_path: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int,
                  stream: str, max_model_len: int, dtype: str, kv_cache_gib: int, gpu_memory_utilization: float,
-                 enforce_eager: bool, torch_threads: int | None = None):
+                 enforce_eager: bool, torch_threads: int | None = None, trust_remote_code: bool = False):
         set_torch_threads(torch_threads)
+        require_safetensors(model_path)  # before the engine starts: a clear error in seconds
         # In-process engine: the multiprocess mode starts ~10x slower and nests badly in a Ray actor.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # Without nobind, vLLM-CPU pins every thread to one core.
@@ -42,9 +44,11 @@ class VLLMSampler:
         self._params = SamplingParams
         self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens
         self.seed, self.stream = seed, stream
+        # Weights as data (vLLM's "auto" falls back to pickled .bin files), and no code from the checkpoint
+        # unless model.trust_remote_code says so.
         self.llm = LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                       **engine_args)
+                       load_format="safetensors", trust_remote_code=trust_remote_code, **engine_args)
         self.tokenizer = self.llm.get_tokenizer()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -92,10 +96,11 @@ def _sum_sampled_logprobs(completion) -> float:
 
 
 def sampler_kwargs(model_path: str, sample_cfg, dtype: str, *, n: int, seed: int, stream: str,
-                   temperature: float, top_p: float) -> dict:
+                   temperature: float, top_p: float, trust_remote_code: bool = False) -> dict:
     """Constructor kwargs of VLLMSampler: engine settings from a SampleConfig (shared by sampling and
-    evaluation), what to draw (n, temperature, top_p) and from which random stream."""
+    evaluation), what to draw (n, temperature, top_p) and from which random stream, and whether the
+    checkpoint's own code may run (model.trust_remote_code)."""
     return dict(model_path=model_path, n=n, temperature=temperature, top_p=top_p, stream=stream,
                 max_tokens=sample_cfg.max_tokens, seed=seed, max_model_len=sample_cfg.max_model_len, dtype=dtype,
                 kv_cache_gib=sample_cfg.kv_cache_gib, gpu_memory_utilization=sample_cfg.gpu_memory_utilization,
-                enforce_eager=sample_cfg.enforce_eager)
+                enforce_eager=sample_cfg.enforce_eager, trust_remote_code=trust_remote_code)

@@ -11,6 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rayalign.config.hashing import flatten
+from rayalign.redaction import REDACTED
+
 
 class Section(BaseModel):
     # forbid: a typo in a key must fail loudly, not be silently ignored.
@@ -46,6 +49,19 @@ class ModelConfig(Section):
         "samples (the SFT model when sft runs)."
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype for sampling and scoring.")
+    trust_remote_code: bool = Field(
+        False, description="Let transformers and vLLM import and run the Python code a checkpoint ships (the "
+        "modules its auto_map names), for every model the run loads. That code runs with your rights on every "
+        "node: enable it only for checkpoints whose code you have read. Warned about when on."
+    )
+
+    @model_validator(mode="after")
+    def _warn_remote_code(self) -> ModelConfig:
+        if self.trust_remote_code:
+            warnings.warn("model.trust_remote_code=true: Python code inside the run's checkpoints will be imported "
+                          "and run on every node; set it only for checkpoints whose code you have read",
+                          UserWarning, stacklevel=2)
+        return self
 
 
 class DataConfig(Section):
@@ -386,6 +402,18 @@ class RunConfig(Section):
                     "model that samples (" + ("the SFT model" if self.sft.enabled else self.model.policy) + "); "
                     "unset model.reference or set reference.reuse_sampler_logprobs=false"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _no_redacted_credentials(self) -> RunConfig:
+        # config.yaml and MLflow params hold URIs with their credentials redacted; such a copy of a
+        # config (`rayalign show` suggests resuming from config.yaml) would fail to authenticate.
+        for key, value in flatten(self).items():
+            if isinstance(value, str) and f"://{REDACTED}@" in value:
+                raise ValueError(
+                    f"{key}={value!r} holds credentials that rayalign redacted when it recorded the config; "
+                    f"give {key} the real URI, or keep credentials out of URIs (MLflow reads "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)")
         return self
 
     @model_validator(mode="after")

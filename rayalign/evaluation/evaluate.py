@@ -25,12 +25,13 @@ from rayalign.evaluation.metrics import mean, win_rate
 def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs: dict[str, str]) -> pa.Table:
     ev = cfg.evaluate
     # Both policies draw from one random stream: the comparison is paired, prompt by prompt.
+    trust = cfg.model.trust_remote_code
     kwargs = sampler_kwargs(model_path, cfg.sample, cfg.model.dtype, n=ev.samples_per_prompt, seed=ev.seed,
-                            stream="evaluate", temperature=ev.temperature, top_p=ev.top_p)
+                            stream="evaluate", temperature=ev.temperature, top_p=ev.top_p, trust_remote_code=trust)
     ds = map_with_actors(ray.data.from_arrow(prompts), VLLMSampler, kwargs, cfg.sample.resources)
     if logprobs:
-        ds = map_with_actors(ds, SequenceLogprobs, {"models": logprobs, "dtype": cfg.model.dtype},
-                             cfg.reference.resources)
+        ds = map_with_actors(ds, SequenceLogprobs, {"models": logprobs, "dtype": cfg.model.dtype,
+                                                    "trust_remote_code": trust}, cfg.reference.resources)
     ds = map_with_actors(ds, GOLD_REWARDS[ev.gold_reward], {}, cfg.score.resources)
     return to_table(ds).sort_by([("prompt_id", "ascending"), ("sample_idx", "ascending")])
 

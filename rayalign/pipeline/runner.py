@@ -20,7 +20,11 @@ from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stages import PIPELINE
 from rayalign.pipeline.store import StageStore
 from rayalign.pipeline.summary import build_summary, write_summary
+from rayalign.redaction import install_log_redaction, redact_secrets
 from rayalign.tracking import Tracker
+
+
+LOCAL_HOST = "127.0.0.1"
 
 
 class RayConnectError(ConnectionError):
@@ -43,7 +47,9 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def connect_ray(address: str | None) -> None:
-    """Join the cluster at `address`, or start/join a local Ray when None."""
+    """Join the cluster at `address`, or start/join a local Ray when None. A Ray started here keeps
+    Ray's token authentication (on by default for a new local cluster; RAY_AUTH_MODE=disabled turns
+    it off) and serves its dashboard and Jobs API on 127.0.0.1 only."""
     import ray
 
     if address:
@@ -51,7 +57,9 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        # dashboard_host applies only when this call starts Ray; explicit so that no Ray default can
+        # open the dashboard, which runs jobs for whoever reaches it, to the network.
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING", dashboard_host=LOCAL_HOST)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
         raise RayConnectError(
@@ -71,10 +79,13 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
                  rounds: int = 1) -> dict:
     """Run every incomplete node of the plan in order and return the summary (also written as
     summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; `rounds` repeats its
-    per-round stages."""
+    per-round stages. What it records (config.yaml, summary.json, MLflow, log records) has its secrets
+    redacted (rayalign.redaction)."""
+    install_log_redaction()
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    config = redact_secrets(cfg.model_dump(mode="json"))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy = resolve_model(cfg.model.policy)
     for name in (cfg.model.reference, cfg.reward_model.base_model if cfg.reward_model.enabled else None):
         if name:

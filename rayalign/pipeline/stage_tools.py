@@ -15,14 +15,13 @@ from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
 from rayalign.data.parquet import read_table
 from rayalign.data.ray_io import write
 from rayalign.pipeline.context import RunContext
+from rayalign.pretrained import load_tokenizer
 from rayalign.training.loop import read_history
 
 
-def tokenizer(path: str):
-    """The tokenizer of a checkpoint directory."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
+def tokenizer(ctx: RunContext, path: str):
+    """The tokenizer of a checkpoint directory, with the run's model.trust_remote_code."""
+    return load_tokenizer(path, ctx.cfg.model.trust_remote_code)
 
 
 def timed_write(ds: ray.data.Dataset, out: Path) -> tuple[int, float]:
@@ -44,7 +43,8 @@ def sample_prompts(ctx: RunContext, prompts: pa.Table, out: Path, n: int, seed: 
     metrics. `stream` keeps the draws apart from other stages' with the same seed."""
     cfg = ctx.cfg
     kwargs = sampler_kwargs(ctx.latest_policy(), cfg.sample, cfg.model.dtype, n=n, seed=seed, stream=stream,
-                            temperature=cfg.sample.temperature, top_p=cfg.sample.top_p)
+                            temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
+                            trust_remote_code=cfg.model.trust_remote_code)
     ds = map_with_actors(ray.data.from_arrow(prompts), VLLMSampler, kwargs, cfg.sample.resources)
     rows, seconds = timed_write(ds, out)
     table = read_table(out)

@@ -8,16 +8,19 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rayalign.redaction import redact_secrets
+
 
 def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracker) -> dict:
     """Summary of a finished run: every node's rows and seconds, where the outputs and the MLflow
-    run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones)."""
+    run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones).
+    Secrets are redacted (rayalign.redaction): the summary is printed and written to summary.json."""
     run = tracker.mlflow.get_run(tracker.run_id)
     added: dict = {}
     for node in nodes:
         if node.stage.summary is not None:
             added.update(node.stage.summary(run_dir / node.id, manifests[node.id]["metrics"]))
-    return {
+    return redact_secrets({
         **added,
         "stage_seconds": {node: round(m["seconds"], 2) for node, m in manifests.items()},
         "stage_rows": {node: m["rows"] for node, m in manifests.items()},
@@ -25,8 +28,8 @@ def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracke
         "outputs": {node: str(run_dir / node) for node in manifests},
         "mlflow_run_id": tracker.run_id,
         "mlflow_experiment_id": run.info.experiment_id,
-        "tracking_uri": tracker.uri,
-    }
+        "tracking_uri": tracker.display_uri,
+    })
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
@@ -36,13 +39,14 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
 
 
 def mlflow_ui_hint(summary: dict) -> str:
-    """The command that opens the MLflow UI on this run, or the run's URL on a server."""
+    """The command that opens the MLflow UI on this run, or the run's URL on a server. The UI
+    listens on 127.0.0.1 only: it serves every run and artifact of the store to whoever reaches it."""
     uri = summary["tracking_uri"]
     route = f"#/experiments/{summary['mlflow_experiment_id']}/runs/{summary['mlflow_run_id']}"
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {uri.rstrip('/')}/{route}"
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
-    return f"{python} -m mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000/{route}"
+    return f"{python} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open http://127.0.0.1:5000/{route}"
 
 
 def format_summary(summary: dict) -> str:

@@ -26,6 +26,7 @@ import torch
 
 from rayalign.actors.runtime import set_torch_threads
 from rayalign.config import TrainerConfig
+from rayalign.pretrained import load_tokenizer
 from rayalign.training.deepspeed_config import deepspeed_config
 
 METRICS_FILE = "train_metrics.jsonl"
@@ -125,10 +126,9 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
     steps it had done and sees every example as often as an uninterrupted run.
     """
     import ray.train
-    from transformers import AutoTokenizer
 
     rank, world, device = setup_worker(loop_config, cfg)
-    tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
+    tokenizer = load_tokenizer(loop_config["model_path"], loop_config["trust_remote_code"])
     model, batch_loss = build(tokenizer)
     engine = deepspeed_engine(model, cfg, world)
     history, final, _ = resume({DEEPSPEED_DIR: engine})

@@ -24,8 +24,9 @@ import torch
 
 from rayalign.config import PPOConfig
 from rayalign.logprobs import pad_batch, token_logprobs
-from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean,
-                                 masked_whiten, ppo_policy_loss, ppo_value_loss)
+from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean, masked_whiten,
+                                 ppo_policy_loss, ppo_value_loss)
+from rayalign.pretrained import load_model, load_tokenizer
 from rayalign.training.loop import deepspeed_engine, report_final, report_resumable, resume, setup_worker
 
 
@@ -66,14 +67,14 @@ def full_state_dict(module: torch.nn.Module, zero_stage: int, bucket_bytes: int 
     return out
 
 
-def load_critic(path: str) -> torch.nn.Module:
+def load_critic(path: str, trust_remote_code: bool = False) -> torch.nn.Module:
     """The critic: a one-output token head on the backbone at `path`. From a reward model (a
     sequence classifier), the head starts as the reward model's score layer — transformers names
     both heads `score` — so the first values are the reward model's per-prefix scores; from a
     causal LM the head is new."""
     from transformers import AutoModelForTokenClassification
 
-    return AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    return load_model(AutoModelForTokenClassification, path, trust_remote_code, num_labels=1, dtype=torch.float32)
 
 
 def _sum_over_workers(x: torch.Tensor) -> torch.Tensor:
@@ -134,20 +135,21 @@ def _live_logger(tracking: dict | None):
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker entry point of the ppo stage."""
     import ray.train
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from rayalign.actors.sampler import VLLMSampler
 
     cfg = PPOConfig.model_validate(loop_config["trainer"])
     rank, world, device = setup_worker(loop_config, cfg)
     all_reduce = _sum_over_workers if world > 1 else None
-    tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
+    trust = loop_config["trust_remote_code"]
+    tokenizer = load_tokenizer(loop_config["model_path"], trust)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    policy = deepspeed_engine(AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=torch.float32),
+    policy = deepspeed_engine(load_model(AutoModelForCausalLM, loop_config["model_path"], trust, dtype=torch.float32),
                               cfg, world)
-    critic = deepspeed_engine(load_critic(loop_config["critic_path"]),
+    critic = deepspeed_engine(load_critic(loop_config["critic_path"], trust),
                               cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
-    reference = AutoModelForCausalLM.from_pretrained(loop_config["reference_path"], dtype=torch.float32).to(device)
+    reference = load_model(AutoModelForCausalLM, loop_config["reference_path"], trust, dtype=torch.float32).to(device)
     reference.eval().requires_grad_(False)
     scorer_class, scorer_kwargs = loop_config["scorer"]
     scorer = scorer_class(**scorer_kwargs)  # the score stage's reward actor, called in process

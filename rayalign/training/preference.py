@@ -13,6 +13,7 @@ import torch
 from rayalign.config import TrainConfig
 from rayalign.logprobs import pad_batch, sequence_logprobs
 from rayalign.losses import budget_regularizer, dpo_loss, hinge_norm_loss, ipo_loss, slic_loss
+from rayalign.pretrained import load_model
 from rayalign.training.loop import worker_fit
 
 
@@ -75,7 +76,8 @@ def train_loop(loop_config: dict) -> None:
 
     def build(tokenizer):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        model = AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=torch.float32)
+        model = load_model(AutoModelForCausalLM, loop_config["model_path"], loop_config["trust_remote_code"],
+                           dtype=torch.float32)
         return model, functools.partial(preference_batch_loss, cfg=cfg, pad_id=pad_id,
                                         use_reference=loop_config["use_reference"])
 

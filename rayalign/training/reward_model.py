@@ -12,6 +12,7 @@ import torch
 from rayalign.actors.reward_model import reward_inputs
 from rayalign.config import RewardModelConfig
 from rayalign.losses import bradley_terry_loss
+from rayalign.pretrained import load_model
 from rayalign.training.loop import worker_fit
 
 
@@ -57,11 +58,11 @@ def rm_batch_loss(model, batch: dict, device, tokenizer) -> tuple[torch.Tensor, 
     return losses.mean(), stats
 
 
-def load_reward_model(path: str, tokenizer):
+def load_reward_model(path: str, tokenizer, trust_remote_code: bool = False):
     """A causal-LM (or reward-model) checkpoint with a one-output score head; the head is new for an LM."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model = load_model(AutoModelForSequenceClassification, path, trust_remote_code, num_labels=1, dtype=torch.float32)
     # The score is read at the last non-pad token, which needs the pad id on the config.
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -76,7 +77,7 @@ def train_loop(loop_config: dict) -> None:
             tokenizer.pad_token = tokenizer.eos_token
         # Saved with the checkpoint, so whoever scores with it truncates as training did.
         tokenizer.model_max_length = cfg.max_seq_len
-        return load_reward_model(loop_config["model_path"], tokenizer), functools.partial(
-            rm_batch_loss, tokenizer=tokenizer)
+        model = load_reward_model(loop_config["model_path"], tokenizer, loop_config["trust_remote_code"])
+        return model, functools.partial(rm_batch_loss, tokenizer=tokenizer)
 
     worker_fit(loop_config, cfg, build)

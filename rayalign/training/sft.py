@@ -10,6 +10,7 @@ import torch
 
 from rayalign.config import SFTConfig
 from rayalign.logprobs import pad_batch
+from rayalign.pretrained import load_model
 from rayalign.training.loop import worker_fit
 
 IGNORE_INDEX = -100  # positions the HF causal-LM loss skips
@@ -61,7 +62,8 @@ def train_loop(loop_config: dict) -> None:
 
     def build(tokenizer):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        model = AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=torch.float32)
+        model = load_model(AutoModelForCausalLM, loop_config["model_path"], loop_config["trust_remote_code"],
+                           dtype=torch.float32)
         return model, functools.partial(sft_batch_loss, pad_id=pad_id)
 
     worker_fit(loop_config, cfg, build)

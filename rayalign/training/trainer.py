@@ -17,12 +17,13 @@ from rayalign.training.loop import METRICS_FILE, STATE_FILE, read_history
 
 
 def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dataset: ray.data.Dataset,
-        name: str, run_dir: Path, out: Path) -> list[dict]:
+        name: str, run_dir: Path, out: Path, trust_remote_code: bool = False) -> list[dict]:
     """Train with `loop` on Ray Train workers; write out/model (HF) and out/train_metrics.jsonl.
 
     `name` must identify the stage's inputs and settings (its cache key): a rerun with the same
     name continues from the newest checkpoint in storage, a changed config starts afresh.
-    `dataset`'s row order is the training order (see `shuffled`). Returns the per-step metrics.
+    `dataset`'s row order is the training order (see `shuffled`). `trust_remote_code` (model.
+    trust_remote_code) reaches the loop as loop_config["trust_remote_code"]. Returns the per-step metrics.
     """
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -34,6 +35,7 @@ def fit(loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig, dat
     trainer = TorchTrainer(
         loop,
         train_loop_config={**loop_config, "trainer": cfg.model_dump(mode="json"),
+                           "trust_remote_code": trust_remote_code,
                            "torch_extensions_dir": str(cache_dir() / "torch_extensions")},
         scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=worker),
         run_config=run_config,

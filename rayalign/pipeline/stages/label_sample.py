@@ -26,7 +26,7 @@ def label_prompts(ctx: RunContext) -> pa.Table:
                               "max_heldout_prompts": cfg.max_heldout_prompts}.items() if v is not None}
     if not caps:
         return read_table(ctx.path(prompts.STAGE))
-    return build_prompts_table(ctx.cfg.data.model_copy(update=caps), tokenizer(ctx.base_policy))
+    return build_prompts_table(ctx.cfg.data.model_copy(update=caps), tokenizer(ctx, ctx.base_policy))
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:

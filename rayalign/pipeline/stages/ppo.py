@@ -29,19 +29,21 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     from rayalign.training.ppo import train_loop
 
     cfg, policy, scorer = ctx.cfg, ctx.latest_policy(), reward_model.scoring_model(ctx)
+    trust = cfg.model.trust_remote_code
     train = split_prompts(read_table(ctx.path(prompts.STAGE)), "train")
     loop_config = {
         "model_path": policy, "reference_path": reference.reference_model(ctx),
         # The critic starts from the reward model when one scores, else from the policy.
         "critic_path": scorer or policy,
-        "scorer": scorer_for(cfg.score, scorer),  # the score stage's reward actor class and its kwargs
+        "scorer": scorer_for(cfg.score, scorer, trust),  # the score stage's reward actor class and its kwargs
         "sampler": sampler_kwargs(policy, cfg.sample, cfg.model.dtype, n=cfg.ppo.responses_per_prompt,
                                   seed=cfg.ppo.seed, stream="ppo", temperature=cfg.sample.temperature,
-                                  top_p=cfg.sample.top_p),
+                                  top_p=cfg.sample.top_p, trust_remote_code=trust),
         "tracking": {"uri": ctx.tracker.uri, "run_id": ctx.tracker.run_id},
     }
     start = time.perf_counter()
-    history = fit(train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), ctx.train_name(), ctx.run_dir, out)
+    history = fit(train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), ctx.train_name(), ctx.run_dir, out,
+                  trust_remote_code=trust)
     seconds, last = time.perf_counter() - start, history[-1]
     reward_vs_kl(history, out / PLOT)
     return {"rows": train.num_rows, "seconds": seconds, "final_reward_mean": last["reward_mean"],

@@ -18,7 +18,7 @@ from rayalign.pipeline.stage_tools import tokenizer
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
-    table = build_prompts_table(ctx.cfg.data, tokenizer(ctx.base_policy))
+    table = build_prompts_table(ctx.cfg.data, tokenizer(ctx, ctx.base_policy))
     pq.write_table(table, out / "prompts.parquet")
     train = pc.sum(pc.equal(table["split"], "train")).as_py()
     return {"rows": table.num_rows, "train_prompts": train, "heldout_prompts": table.num_rows - train}

@@ -45,7 +45,9 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
         ds = ds.map_batches(_reuse_sampler_logprob, batch_format="pyarrow")
     else:
         ds = map_with_actors(ds, SequenceLogprobs, {"models": {"ref_logprob": reference_model(ctx)},
-                                                    "dtype": cfg.model.dtype}, cfg.reference.resources)
+                                                    "dtype": cfg.model.dtype,
+                                                    "trust_remote_code": cfg.model.trust_remote_code},
+                             cfg.reference.resources)
     _, seconds = timed_write(ds, out)
     return token_metrics(read_table(out), seconds)
 

@@ -52,7 +52,7 @@ def _preferences(ctx: RunContext) -> pa.Table:
     cfg = ctx.cfg.reward_model
     if ctx.runs(label.STAGE):
         return read_table(ctx.path(label.STAGE))
-    return read_preferences(cfg.data, ctx.cfg.data, cfg.heldout_fraction, tokenizer(ctx.latest_policy()))
+    return read_preferences(cfg.data, ctx.cfg.data, cfg.heldout_fraction, tokenizer(ctx, ctx.latest_policy()))
 
 
 def score_pairs(pairs: pa.Table, model_path: str, ctx: RunContext) -> tuple[list[float], list[float]]:
@@ -63,7 +63,8 @@ def score_pairs(pairs: pa.Table, model_path: str, ctx: RunContext) -> tuple[list
     distinct, index = distinct_index(list(zip(prompts, pairs["chosen"].to_pylist() + pairs["rejected"].to_pylist())))
     rows = pa.table({"row": list(range(len(distinct))), "prompt": [p for p, _ in distinct],
                      "response": [r for _, r in distinct]})
-    ds = map_with_actors(ray.data.from_arrow(rows), RewardModelScorer, {"model_path": model_path},
+    ds = map_with_actors(ray.data.from_arrow(rows), RewardModelScorer,
+                         {"model_path": model_path, "trust_remote_code": ctx.cfg.model.trust_remote_code},
                          ctx.cfg.score.resources)
     scored = to_table(ds).sort_by("row")["reward"].to_pylist()
     scores = [scored[i] for i in index]
@@ -83,7 +84,8 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
         data = ray.data.from_arrow(train.take(prompt_grouped_order(train["prompt"].to_pylist(), cfg.seed)))
     else:
         data = shuffled(train, cfg.seed)
-    history = fit(train_loop, {"model_path": backbone(ctx)}, cfg, data, ctx.train_name(), ctx.run_dir, out)
+    history = fit(train_loop, {"model_path": backbone(ctx)}, cfg, data, ctx.train_name(), ctx.run_dir, out,
+                  trust_remote_code=ctx.cfg.model.trust_remote_code)
     seconds = time.perf_counter() - start
     chosen, rejected = score_pairs(heldout, str(out / "model"), ctx)
     heldout = heldout.append_column("chosen_score", pa.array(chosen, pa.float64())).append_column(

@@ -20,7 +20,7 @@ from rayalign.pipeline.stages import reference, reward_model
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
-    scorer, kwargs = scorer_for(ctx.cfg.score, reward_model.scoring_model(ctx))
+    scorer, kwargs = scorer_for(ctx.cfg.score, reward_model.scoring_model(ctx), ctx.cfg.model.trust_remote_code)
     ds = map_with_actors(read_stage(ctx.path(reference.STAGE)), scorer, kwargs, ctx.cfg.score.resources)
     rows, seconds = timed_write(ds, out)
     rewards = read_table(out)["reward"]

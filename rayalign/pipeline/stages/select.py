@@ -32,7 +32,8 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     scored = read_stage(ctx.path(score.STAGE))
     if _judged(ctx.cfg):
         scored = map_with_actors(scored, RewardModelScorer, {
-            "model_path": cfg.judge_model_path or reward_model.trained(ctx), "column": "judge_reward"},
+            "model_path": cfg.judge_model_path or reward_model.trained(ctx), "column": "judge_reward",
+            "trust_remote_code": ctx.cfg.model.trust_remote_code},
             ctx.cfg.score.resources)
     start = time.perf_counter()
     selection = scored.groupby("prompt_id").map_groups(selection_table, fn_kwargs={"cfg": cfg},

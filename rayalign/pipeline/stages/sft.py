@@ -24,14 +24,14 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     from rayalign.training.sft import train_loop
 
     cfg = ctx.cfg.sft
-    table, dropped = build_sft_table(cfg, ctx.cfg.data, tokenizer(ctx.base_policy))
+    table, dropped = build_sft_table(cfg, ctx.cfg.data, tokenizer(ctx, ctx.base_policy))
     lengths = table["num_tokens"].to_pylist()
     # Buckets of one are a plain shuffle.
     table = table.take(length_bucketed_order(lengths, cfg.micro_batch_size if cfg.length_bucketing else 1, cfg.seed))
     pq.write_table(table, out / "sft_data.parquet")  # the examples in training order
     start = time.perf_counter()
     history = fit(train_loop, {"model_path": ctx.base_policy}, cfg, ray.data.from_arrow(table), ctx.train_name(),
-                  ctx.run_dir, out)
+                  ctx.run_dir, out, trust_remote_code=ctx.cfg.model.trust_remote_code)
     seconds = time.perf_counter() - start
     return {"rows": table.num_rows, "seconds": seconds, "dropped_examples": dropped,
             "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],

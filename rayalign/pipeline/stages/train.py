@@ -23,7 +23,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     pairs = shuffled(read_table(ctx.path(select.STAGE)), cfg.seed)
     start = time.perf_counter()
     history = fit(train_loop, {"model_path": ctx.latest_policy(), "use_reference": ctx.cfg.needs_reference()},
-                  cfg, pairs, ctx.train_name(), ctx.run_dir, out)
+                  cfg, pairs, ctx.train_name(), ctx.run_dir, out, trust_remote_code=ctx.cfg.model.trust_remote_code)
     seconds, last = time.perf_counter() - start, history[-1]
     return {"rows": parquet_rows(ctx.path(select.STAGE)), "seconds": seconds, "final_loss": last["loss"],
             "final_reward_accuracy": last["reward_accuracy"], "final_reward_margin": last["reward_margin"],

@@ -1,0 +1,34 @@
+"""Loading HF checkpoints as data: weights only from safetensors files (no pickle, so loading a
+checkpoint cannot run code), and a checkpoint's own Python modules (its config's auto_map) only
+when model.trust_remote_code allows it. Every transformers from_pretrained in rayalign goes through
+here; vLLM engines get the same two settings (actors/sampler.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rayalign.models import require_safetensors
+
+
+def load_model(auto_class: Any, path: str | Path, trust_remote_code: bool = False, **kwargs: Any):
+    """`auto_class.from_pretrained(path, **kwargs)` (an AutoModel... class) from the safetensors
+    weights of a local checkpoint directory, running code from it only with `trust_remote_code`."""
+    require_safetensors(path)
+    return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs)
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, **kwargs: Any):
+    """The tokenizer of a checkpoint directory (or of a GGUF file in it: gguf_file=), running code
+    from it only with `trust_remote_code`. Explicit False: transformers' default (None) asks on a
+    terminal and runs the code on "y"."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_gguf_model(path: str | Path, gguf_file: str, **kwargs: Any):
+    """The causal LM in a GGUF file (tensors the gguf package parses as data; no pickle, no code)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, trust_remote_code=False, **kwargs)
