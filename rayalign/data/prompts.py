@@ -13,10 +13,7 @@ import pyarrow.parquet as pq
 
 from rayalign.config import DataConfig
 from rayalign.data import schemas
-
-
-class PromptDataError(ValueError):
-    """A data file (prompts, demonstrations, preferences) that is missing or malformed."""
+from rayalign.data.errors import PromptDataError
 
 
 def builtin_sets(kind: str) -> list[str]:
