@@ -30,7 +30,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from rayalign.actors.reward_model import reward_inputs
 from rayalign.actors.vader import VaderReward
 from rayalign.annotator import gold_agreement, label_group
-from rayalign.config import DataConfig, LabelConfig
+from rayalign.config import LabelConfig
+from rayalign.config.loading import load_config
 from rayalign.data.errors import data_errors
 from rayalign.data.prompts import prompt_token_ids, prompts_dataset
 from rayalign.data.ray_io import to_table
@@ -115,8 +116,10 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(SFT)
     tok.pad_token = tok.pad_token or tok.eos_token
     tok.model_max_length = 256  # reward_model.max_seq_len
+    # All 360 prompts, rendered with the chain's instruction.
+    data = load_config("rs_dpo_chain").data.model_copy(update={"max_train_prompts": None, "max_heldout_prompts": None})
     with data_errors():
-        prompts = to_table(prompts_dataset(DataConfig(), tok))
+        prompts = to_table(prompts_dataset(data, tok))
     scored = sample(tok, prompts)
     held = labelled(scored, "heldout", 15, 0.1, 1).to_pylist()
     for config in CONFIGS:

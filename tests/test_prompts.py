@@ -13,7 +13,8 @@ from rayalign.config import DataConfig
 from rayalign.data import schemas
 from rayalign.data.errors import data_errors
 from rayalign.data.parquet import read_table
-from rayalign.data.prompts import PromptDataError, first_prompts, write_prompts
+from rayalign.data.prompts import PromptDataError, first_prompts, prompts_dataset, write_prompts
+from rayalign.data.ray_io import to_table
 
 USER = {"role": "user", "content": "What color is the sky?"}
 TEMPLATED = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"  # tests/conftest.py's chat template
@@ -82,7 +83,8 @@ def test_conversational_prompts_are_templated_not_empty(ray_local, tmp_path, tok
     system = {"role": "system", "content": "Answer in one word."}
     lines = [json.dumps({"prompt_id": "q", "prompt": [system, USER]}), json.dumps({"prompt_id": "t", "prompt": "Hi"})]
     path = write_lines(tmp_path / "chat.jsonl", lines)
-    rows = read(path, tok, chat_template=True, instruction="Say: {prompt}").to_pylist()
+    with pytest.warns(UserWarning, match="data.instruction wraps every text prompt"):
+        rows = read(path, tok, chat_template=True, instruction="Say: {prompt}").to_pylist()
     assert rows[0]["prompt"] == ("<|im_start|>system\nAnswer in one word.<|im_end|>\n<|im_start|>user\n"
                                  "What color is the sky?<|im_end|>\n<|im_start|>assistant\n")
     assert json.loads(rows[0]["raw_prompt"]) == [system, USER]
@@ -93,6 +95,23 @@ def test_conversational_prompts_are_templated_not_empty(ray_local, tmp_path, tok
     with pytest.raises(PromptDataError, match="chat.jsonl, line 1: the prompt is a conversation, which needs a chat "
                                               "template, but data.chat_template is false; give the prompt as text"):
         read(path, tok, chat_template=False)
+
+
+def test_user_prompts_are_used_as_given(ray_local, tmp_path, tok):
+    path = write_lines(tmp_path / "p.jsonl", ['{"prompt": "Write a haiku about rain."}'])
+    # The default instruction leaves the prompt alone: no movie-review task around user data.
+    assert DataConfig().instruction == "{prompt}"
+    with data_errors():
+        rendered = to_table(prompts_dataset(DataConfig(prompts=path), tok))["prompt"][0].as_py()
+    assert rendered == TEMPLATED.format("Write a haiku about rain.")
+    # A policy without a chat template gets the text itself.
+    tok_plain = tok.__class__.from_pretrained(tok.name_or_path)
+    tok_plain.chat_template = None
+    with data_errors():
+        plain = to_table(prompts_dataset(DataConfig(prompts=path), tok_plain))["prompt"][0].as_py()
+    assert plain == "Write a haiku about rain."
+    with pytest.warns(UserWarning, match="data.instruction wraps every text prompt of .*p.jsonl"):
+        prompts_dataset(DataConfig(prompts=path, instruction="Review: {prompt}"), tok)
 
 
 def test_split_is_stable_and_capped(ray_local, tmp_path, tok):

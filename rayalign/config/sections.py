@@ -56,12 +56,14 @@ class DataConfig(Section):
         "file:// URI. Rows: a prompt (text or a list of {role, content} messages), optionally a prompt_id.",
     )
     instruction: str = Field(
-        "Continue this movie review in one or two sentences:\n\n{prompt}",
+        "{prompt}",
         description="User message built from each text prompt ('{prompt}' is replaced); conversations are used "
-        "as given.",
+        "as given. The default uses a prompt as it is; the presets on builtin:movie_reviews set the task's "
+        "instruction, so override it to '{prompt}' when giving them prompts of your own.",
     )
     chat_template: bool = Field(
-        True, description="Wrap each prompt in the tokenizer's chat template (a conversation needs it)."
+        True, description="Wrap each prompt in the policy's chat template when its tokenizer has one (a "
+        "conversation needs one); false: text prompts go to the model as they are."
     )
     heldout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts held out for evaluation.")
     max_train_prompts: int | None = Field(None, ge=1, description="Use at most this many training prompts.")

@@ -11,7 +11,7 @@ import pyarrow as pa
 from rayalign.config import DataConfig
 from rayalign.data.errors import PromptDataError, data_errors
 from rayalign.data.formats import SPLITS, preference_record
-from rayalign.data.prompts import in_heldout, render_prompt
+from rayalign.data.prompts import in_heldout, render_prompt, warn_instruction
 from rayalign.data.ray_io import to_table
 from rayalign.data.sources import read_rows
 
@@ -35,6 +35,7 @@ def _pair(row: dict[str, Any], data_cfg: DataConfig, tokenizer, heldout_fraction
 def read_preferences(source: str, data_cfg: DataConfig, heldout_fraction: float, tokenizer) -> pa.Table:
     """A preference source as PREFERENCES; rows without a split are split by a hash of their
     prompt's id, so all pairs of one prompt land in the same split."""
+    warn_instruction(data_cfg, source)
     with data_errors():
         table = to_table(read_rows(source, "preferences", partial(_pair, data_cfg=data_cfg, tokenizer=tokenizer,
                                                                   heldout_fraction=heldout_fraction), PREFERENCES))

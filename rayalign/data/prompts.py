@@ -4,6 +4,7 @@ and the chat template, split into training and held-out prompts by a hash of eac
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -31,20 +32,28 @@ def in_heldout(prompt_id: str, fraction: float, seed: int) -> bool:
 
 def render_prompt(config: DataConfig, tokenizer, prompt: Text) -> str:
     """The model input for one prompt. Text is wrapped in data.instruction; text and conversations
-    then go through the policy's chat template when data.chat_template. A conversation is used as
-    given: it needs the template, and the instruction does not touch it."""
+    then go through the policy's chat template when data.chat_template and the policy has one.
+    A conversation is used as given: it needs the template, and the instruction does not touch it."""
+    templated = config.chat_template and tokenizer.chat_template is not None
     if isinstance(prompt, str):
         message = config.instruction.replace("{prompt}", prompt)
-        if not config.chat_template:
+        if not templated:
             return message
         prompt = [{"role": "user", "content": message}]
-    elif not config.chat_template:
-        raise RowError("the prompt is a conversation, which needs a chat template, but data.chat_template is "
-                       "false; give the prompt as text or set data.chat_template=true")
-    if tokenizer.chat_template is None:
-        raise RowError("data.chat_template is true but the policy's tokenizer has no chat template; "
-                       "set data.chat_template=false")
+    elif not templated:
+        raise RowError("the prompt is a conversation, which needs a chat template, but "
+                       + ("data.chat_template is false" if not config.chat_template
+                          else "the policy's tokenizer has none")
+                       + "; give the prompt as text or use a policy with a chat template")
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def warn_instruction(config: DataConfig, source: str) -> None:
+    """Say so when data.instruction rewrites prompts of the user's own data: the movie-review
+    instruction of the presets must not reword other data unnoticed."""
+    if config.instruction != "{prompt}" and not source.startswith("builtin:"):
+        warnings.warn(f"data.instruction wraps every text prompt of {source!r} in {config.instruction!r}; "
+                      "set data.instruction='{prompt}' to use the prompts as given", stacklevel=3)
 
 
 def _prompt_row(row: dict[str, Any], config: DataConfig, tokenizer) -> dict[str, str]:
@@ -57,6 +66,7 @@ def _prompt_row(row: dict[str, Any], config: DataConfig, tokenizer) -> dict[str,
 def prompts_dataset(config: DataConfig, tokenizer) -> ray.data.Dataset:
     """Every prompt of data.prompts as a row of the prompts stage (schemas.PROMPTS): a lazy Ray
     dataset in file order. Execute it under errors.data_errors()."""
+    warn_instruction(config, config.prompts)
     return read_rows(config.prompts, "prompts", partial(_prompt_row, config=config, tokenizer=tokenizer),
                      schemas.PROMPTS)
 

@@ -12,7 +12,7 @@ from rayalign.config import DataConfig, SFTConfig
 from rayalign.data import schemas
 from rayalign.data.errors import PromptDataError, data_errors
 from rayalign.data.formats import sft_record
-from rayalign.data.prompts import prompt_token_ids, render_prompt
+from rayalign.data.prompts import prompt_token_ids, render_prompt, warn_instruction
 from rayalign.data.ray_io import to_table
 from rayalign.data.sources import read_rows
 
@@ -41,6 +41,7 @@ def build_sft_table(sft_cfg: SFTConfig, data_cfg: DataConfig, tokenizer) -> tupl
     Prompt and completion are tokenized apart, as vLLM continues a tokenized prompt; the
     completion gets the end-of-sequence token so the model learns to stop, and is cut to fit.
     """
+    warn_instruction(data_cfg, sft_cfg.data)
     with data_errors():
         rows = to_table(read_rows(sft_cfg.data, "sft", partial(_demonstration, data_cfg=data_cfg, tokenizer=tokenizer),
                                   DEMONSTRATIONS)).to_pylist()
