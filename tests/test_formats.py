@@ -1,5 +1,9 @@
 """The dataset formats users bring (rayalign.data.formats): recognised from the columns and
-normalised, against exact expected values."""
+normalised, against exact expected values; and every example of docs/data.md reads."""
+
+import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +106,15 @@ def test_demonstration_rows_of_every_format():
     with pytest.raises(RowError, match="text must be a string"):
         sft_record({"text": [USER]})
 
+
+def test_every_example_in_the_docs_reads():
+    docs = (Path(__file__).parents[1] / "docs" / "data.md").read_text()
+    reader = {"Prompts": prompt_record, "Preferences": preference_record, "Demonstrations": sft_record}
+    examples = {}
+    for section in docs.split("\n### ")[1:]:  # each kind's section, its examples read as that kind
+        kind = section.split()[0]
+        examples[kind] = [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", section, re.S)]
+        for row in examples[kind]:
+            reader[kind](row)
+    assert {kind: len(rows) for kind, rows in examples.items()} == {"Prompts": 2, "Preferences": 4,
+                                                                     "Demonstrations": 4}
