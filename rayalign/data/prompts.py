@@ -53,7 +53,8 @@ def warn_instruction(config: DataConfig, source: str) -> None:
     instruction of the presets must not reword other data unnoticed."""
     if config.instruction != "{prompt}" and not source.startswith("builtin:"):
         warnings.warn(f"data.instruction wraps every text prompt of {source!r} in {config.instruction!r}; "
-                      "set data.instruction='{prompt}' to use the prompts as given", stacklevel=3)
+                      "set data.instruction to '{prompt}' to use the prompts as given (on the command line: "
+                      "\"data.instruction='{prompt}'\")", stacklevel=3)
 
 
 def _prompt_row(row: dict[str, Any], config: DataConfig, tokenizer) -> dict[str, str]:
