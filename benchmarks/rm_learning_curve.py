@@ -7,7 +7,8 @@ does); a one-output sequence-classification head on the SFT model is trained wit
 Bradley-Terry loss on the reward model's own encoding; after every epoch the held-out gold
 agreement (all 15 pairs of each held-out prompt, gold ties left out) is printed as JSON.
 The sizes and learning rates behind the rs_dpo_chain preset come from here: on CPU each
-configuration would take an hour. It needs rayalign importable (no ray, deepspeed or vllm):
+configuration would take an hour. It needs rayalign importable (a local Ray reads the prompts; no
+deepspeed or vllm):
 
     SFT=<the chain's sft/model> python benchmarks/rm_learning_curve.py
 
@@ -29,8 +30,11 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from rayalign.actors.reward_model import reward_inputs
 from rayalign.actors.vader import VaderReward
 from rayalign.annotator import gold_agreement, label_group
-from rayalign.config import DataConfig, LabelConfig
-from rayalign.data.prompts import build_prompts_table, prompt_token_ids
+from rayalign.config import LabelConfig
+from rayalign.config.loading import load_config
+from rayalign.data.errors import data_errors
+from rayalign.data.prompts import prompt_token_ids, prompts_dataset
+from rayalign.data.ray_io import to_table
 from rayalign.losses import bradley_terry_loss
 from rayalign.training.reward_model import prompt_grouped_order
 
@@ -112,7 +116,11 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(SFT)
     tok.pad_token = tok.pad_token or tok.eos_token
     tok.model_max_length = 256  # reward_model.max_seq_len
-    scored = sample(tok, build_prompts_table(DataConfig(), tok))
+    # All 360 prompts, rendered with the chain's instruction.
+    data = load_config("rs_dpo_chain").data.model_copy(update={"max_train_prompts": None, "max_heldout_prompts": None})
+    with data_errors():
+        prompts = to_table(prompts_dataset(data, tok))
+    scored = sample(tok, prompts)
     held = labelled(scored, "heldout", 15, 0.1, 1).to_pylist()
     for config in CONFIGS:
         run(tok, scored, held, *config)

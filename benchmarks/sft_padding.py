@@ -13,7 +13,8 @@ import sys
 
 from transformers import AutoTokenizer
 
-from rayalign.config import DataConfig, SFTConfig
+from rayalign.config import SFTConfig
+from rayalign.config.loading import load_config
 from rayalign.data.sft_data import build_sft_table
 from rayalign.models import resolve_model
 from rayalign.training.sft import length_bucketed_order
@@ -31,7 +32,9 @@ def padding_fraction(lengths: list[int], order: list[int], batch_size: int) -> f
 def main() -> None:
     batch = int(sys.argv[1]) if len(sys.argv) > 1 else SFTConfig().micro_batch_size
     cfg = SFTConfig(micro_batch_size=batch)
-    table, _ = build_sft_table(cfg, DataConfig(), AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct")))
+    # The chain's data settings: its movie-review instruction renders the prompts, as in its sft stage.
+    table, _ = build_sft_table(cfg, load_config("rs_dpo_chain").data,
+                               AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct")))
     lengths = table["num_tokens"].to_pylist()
     bucketed = padding_fraction(lengths, length_bucketed_order(lengths, batch, cfg.seed), batch)
     shuffled = padding_fraction(lengths, length_bucketed_order(lengths, 1, cfg.seed), batch)

@@ -5,6 +5,8 @@ response once)."""
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -48,7 +50,7 @@ def test_length_bucketing_keeps_the_partial_batch_last():
     assert sorted([order[0:2], order[2:4]]) == [[0, 4], [2, 3]]
 
 
-def test_sft_table_appends_eos_and_truncates(tiny_model, tmp_path):
+def test_sft_table_appends_eos_and_truncates(tiny_model, tmp_path, ray_local):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -68,7 +70,7 @@ def test_sft_table_appends_eos_and_truncates(tiny_model, tmp_path):
                                                                                instruction="{prompt} " * 20), tok)
 
 
-def test_preference_file_errors_name_the_problem(tiny_model, tmp_path):
+def test_preference_file_errors_name_the_problem(tiny_model, tmp_path, ray_local):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -83,6 +85,66 @@ def test_preference_file_errors_name_the_problem(tiny_model, tmp_path):
     bad.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c", "split": "train"}) + "\n")
     with pytest.raises(PromptDataError, match="no heldout pairs"):
         read_preferences(str(bad), data, 0.5, tok)
+
+
+USER = {"role": "user", "content": "What color is the sky?"}
+BLUE = {"role": "assistant", "content": "It is blue."}
+GREEN = {"role": "assistant", "content": "It is green."}
+TEMPLATED = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"  # tests/conftest.py's chat template
+
+
+def test_sft_reads_every_demonstration_format(tiny_model, tmp_path, ray_local):
+    from transformers import AutoTokenizer
+
+    from tests.conftest import build_tokenizer
+
+    tok, data = AutoTokenizer.from_pretrained(tiny_model), DataConfig(instruction="{prompt}")
+    path = tmp_path / "sft.jsonl"  # one format per row: each row is recognised by its own columns
+    path.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"prompt": "the film", "completion": " was great"}, {"messages": [USER, BLUE]},
+        {"prompt": [USER], "completion": [BLUE]}, {"text": "the film was great"}]))
+    table, dropped = build_sft_table(SFTConfig(data=str(path), max_seq_len=64), data, tok)
+    rows = table.select(["prompt", "response"]).to_pylist()
+    assert dropped == 0 and rows == [
+        {"prompt": TEMPLATED.format("the film"), "response": " was great"},
+        {"prompt": TEMPLATED.format(USER["content"]), "response": "It is blue."},
+        {"prompt": TEMPLATED.format(USER["content"]), "response": "It is blue."},
+        {"prompt": "", "response": "the film was great"}]  # plain text: all of it learned, nothing templated
+    text = table.to_pylist()[3]
+    assert text["prompt_token_ids"] == []
+    assert text["response_token_ids"] == tok("the film was great", add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id]
+    # A tokenizer with a BOS token starts plain text with it.
+    bos_tok = build_tokenizer(tmp_path / "bos", bos=True)
+    with_bos, _ = build_sft_table(SFTConfig(data=str(path), max_seq_len=64), data, bos_tok)
+    assert with_bos.to_pylist()[3]["prompt_token_ids"] == [bos_tok.bos_token_id]
+    path.write_text(json.dumps({"messages": [USER]}) + "\n")
+    with pytest.raises(PromptDataError, match="sft.jsonl, line 1: messages must be a conversation that ends with "
+                                              "the assistant message to learn"):
+        build_sft_table(SFTConfig(data=str(path)), data, tok)
+
+
+def test_preferences_read_explicit_and_implicit_prompts(tiny_model, tmp_path, ray_local):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    # One column has one type in Parquet: text pairs in one file, conversations in another. Explicit and
+    # implicit rows share a file (an implicit row's prompt is null).
+    more = [{"prompt": "The sky is", "chosen": f" blue {i}.", "rejected": f" grey {i}."} for i in range(8)]
+    pq.write_table(pa.Table.from_pylist([{"prompt": "The sky is", "chosen": " blue.", "rejected": " green."},
+                                         {"prompt": None, "chosen": "The sky is blue.",
+                                          "rejected": "The sky is green."}, *more]), tmp_path / "prefs-0.parquet")
+    pq.write_table(pa.Table.from_pylist([{"prompt": [USER], "chosen": [BLUE], "rejected": [GREEN], "split": "heldout"},
+                                         {"chosen": [USER, BLUE], "rejected": [USER, GREEN], "split": "heldout"}]),
+                   tmp_path / "prefs-1.parquet")
+    table = read_preferences(str(tmp_path / "prefs-*.parquet"), DataConfig(instruction="{prompt}"), 0.5, tok)
+    text = {"prompt_id": "prompt-63460e4223f8a4b2", "prompt": TEMPLATED.format("The sky is"), "split": "train",
+            "chosen": " blue.", "rejected": " green."}
+    chat = {"prompt_id": "prompt-be982607f47cfdb8", "prompt": TEMPLATED.format(USER["content"]), "split": "heldout",
+            "chosen": "It is blue.", "rejected": "It is green."}
+    # An implicit prompt is the explicit one; pairs of a prompt share its id, so a split keeps them together.
+    assert table.to_pylist() == [text, text, *({**text, "chosen": r["chosen"], "rejected": r["rejected"]}
+                                               for r in more), chat, chat]
 
 
 def test_train_run_config_carries_checkpoints_restarts_and_storage(tmp_path):

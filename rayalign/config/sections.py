@@ -67,14 +67,20 @@ class ModelConfig(Section):
 class DataConfig(Section):
     prompts: str = Field(
         "builtin:movie_reviews",
-        description="Prompt set: 'builtin:NAME' (rayalign/assets/prompts) or a .jsonl/.parquet file "
-        "with columns prompt_id and prompt.",
+        description="Prompt set (docs/data.md): 'builtin:NAME' (rayalign/assets/prompts); a .jsonl, .json or "
+        ".parquet file, a directory or glob of them, or a datasets save_to_disk folder; or an s3://, gs:// or "
+        "file:// URI. Rows: a prompt (text or a list of {role, content} messages), optionally a prompt_id.",
     )
     instruction: str = Field(
-        "Continue this movie review in one or two sentences:\n\n{prompt}",
-        description="User message built from each prompt ('{prompt}' is replaced).",
+        "{prompt}",
+        description="User message built from each text prompt ('{prompt}' is replaced); conversations are used "
+        "as given. The default uses a prompt as it is; the presets on builtin:movie_reviews set the task's "
+        "instruction, so override it to '{prompt}' when giving them prompts of your own.",
     )
-    chat_template: bool = Field(True, description="Wrap the instruction in the tokenizer's chat template.")
+    chat_template: bool = Field(
+        True, description="Wrap each prompt in the policy's chat template when its tokenizer has one (a "
+        "conversation needs one); false: text prompts go to the model as they are."
+    )
     heldout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of prompts held out for evaluation.")
     max_train_prompts: int | None = Field(None, ge=1, description="Use at most this many training prompts.")
     max_heldout_prompts: int | None = Field(None, ge=1, description="Use at most this many held-out prompts.")
@@ -236,8 +242,9 @@ class SFTConfig(TextTrainerConfig):
     enabled: bool = Field(False, description="Run the sft stage.")
     data: str = Field(
         "builtin:movie_reviews",
-        description="Demonstrations: 'builtin:NAME' (rayalign/assets/sft) or a .jsonl/.parquet file with columns "
-        "prompt and response (prompt raw: data.instruction and the chat template are applied to it).",
+        description="Demonstrations, from the sources of data.prompts ('builtin:NAME': rayalign/assets/sft): rows "
+        "of prompt and completion (or response), of messages (the final assistant message is learned) or of "
+        "text (all of it learned); docs/data.md. Prompts are rendered as data.prompts' are.",
     )
     length_bucketing: bool = Field(
         True, description="Batch examples of similar length together so padding does not dominate."
@@ -269,8 +276,9 @@ class RewardModelConfig(TextTrainerConfig):
     enabled: bool = Field(False, description="Run the reward_model stage (and label stages when data is 'label').")
     data: str = Field(
         "label",
-        description="'label': pairs from the label stage; or a .jsonl/.parquet file with prompt, chosen, rejected "
-        "(prompt raw) and optionally split ('train'/'heldout').",
+        description="'label': pairs from the label stage; or preferences from the sources of data.prompts: rows of "
+        "prompt, chosen, rejected, or of chosen and rejected sharing their prompt (text or messages; docs/data.md), "
+        "optionally with a split ('train'/'heldout'). Prompts are rendered as data.prompts' are.",
     )
     base_model: str | None = Field(
         None, description="Backbone checkpoint (built-in name or HF directory); default: the policy, after SFT "

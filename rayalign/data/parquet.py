@@ -17,9 +17,9 @@ def parquet_rows(folder: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(folder))
 
 
-def read_table(folder: Path):
-    """All Parquet files of a stage directory as one Arrow table."""
+def read_table(folder: Path, columns: list[str] | None = None):
+    """All Parquet files of a stage directory as one Arrow table (only `columns`, when given)."""
     files = parquet_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder} holds no Parquet files")
-    return pq.ParquetDataset(files).read()
+    return pq.ParquetDataset(files).read(columns=columns)

@@ -1,11 +1,19 @@
-"""Preference data for reward-model training: (prompt, chosen, rejected) pairs with a split."""
+"""Preference data for reward-model training: (prompt, chosen, rejected) pairs with a split, read
+from any source and format of docs/data.md (explicit or implicit prompt, text or conversations)."""
 
 from __future__ import annotations
+
+from functools import partial
+from typing import Any
 
 import pyarrow as pa
 
 from rayalign.config import DataConfig
-from rayalign.data.prompts import PromptDataError, in_heldout, read_records, render_prompt
+from rayalign.data.errors import PromptDataError, data_errors
+from rayalign.data.formats import SPLITS, preference_record
+from rayalign.data.prompts import in_heldout, render_prompt, warn_instruction
+from rayalign.data.ray_io import to_table
+from rayalign.data.sources import read_rows
 
 PREFERENCES = pa.schema([
     ("prompt_id", pa.string()),
@@ -16,21 +24,25 @@ PREFERENCES = pa.schema([
 ])
 
 
+def _pair(row: dict[str, Any], data_cfg: DataConfig, tokenizer, heldout_fraction: float) -> dict[str, str]:
+    record = preference_record(row)
+    split = record["split"] or ("heldout" if in_heldout(record["prompt_id"], heldout_fraction, data_cfg.seed)
+                                else "train")
+    return {"prompt_id": record["prompt_id"], "prompt": render_prompt(data_cfg, tokenizer, record["prompt"]),
+            "split": split, "chosen": record["chosen"], "rejected": record["rejected"]}
+
+
 def read_preferences(source: str, data_cfg: DataConfig, heldout_fraction: float, tokenizer) -> pa.Table:
-    """A .jsonl/.parquet preference file as PREFERENCES; rows without a split are split by a hash of their id."""
-    rows = read_records(source, "preferences", ("prompt", "chosen", "rejected"),
-                        '{"prompt": "...", "chosen": "...", "rejected": "...", "split": "train"}')
-    out = []
-    for i, row in enumerate(rows):
-        pid = str(row.get("prompt_id") or f"pair-{i:06d}")
-        split = row.get("split") or ("heldout" if in_heldout(pid, heldout_fraction, data_cfg.seed) else "train")
-        if split not in ("train", "heldout"):
-            raise PromptDataError(f"{row['_where']}: split must be 'train' or 'heldout', got {split!r}")
-        out.append({"prompt_id": pid, "prompt": render_prompt(data_cfg, tokenizer, row["prompt"]), "split": split,
-                    "chosen": row["chosen"], "rejected": row["rejected"]})
-    table = pa.Table.from_pylist(out, schema=PREFERENCES)
-    for split in ("train", "heldout"):
+    """A preference source as PREFERENCES; rows without a split are split by a hash of their
+    prompt's id, so all pairs of one prompt land in the same split."""
+    warn_instruction(data_cfg, source)
+    with data_errors():
+        table = to_table(read_rows(source, "preferences", partial(_pair, data_cfg=data_cfg, tokenizer=tokenizer,
+                                                                  heldout_fraction=heldout_fraction), PREFERENCES))
+    if table.num_rows == 0:
+        raise PromptDataError(f"preference source {source!r} holds no rows")
+    for split in SPLITS:
         if split not in table["split"].to_pylist():
-            raise PromptDataError(f"preference file {source!r} has no {split} pairs; add some, set their 'split', "
+            raise PromptDataError(f"preference source {source!r} has no {split} pairs; add some, set their 'split', "
                                   "or change reward_model.heldout_fraction")
     return table

@@ -1,102 +1,27 @@
-"""Read and validate prompt sets and other JSONL/Parquet data files, apply the chat template, split."""
+"""The prompt set: read from any source and format of docs/data.md, rendered with the instruction
+and the chat template, split into training and held-out prompts by a hash of each id."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-from importlib import resources
+import warnings
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 
 from rayalign.config import DataConfig
 from rayalign.data import schemas
-
-
-class PromptDataError(ValueError):
-    """A data file (prompts, demonstrations, preferences) that is missing or malformed."""
-
-
-def builtin_sets(kind: str) -> list[str]:
-    """Names usable as 'builtin:NAME' for a kind of data: 'prompts', 'sft'."""
-    folder = resources.files("rayalign.assets").joinpath(kind)
-    return sorted(p.name.removesuffix(".jsonl") for p in folder.iterdir() if p.name.endswith(".jsonl"))
-
-
-def builtin_prompt_sets() -> list[str]:
-    """Names usable as data.prompts=builtin:NAME."""
-    return builtin_sets("prompts")
-
-
-def read_records(source: str, kind: str, columns: tuple[str, ...], example: str) -> list[dict]:
-    """Rows of 'builtin:NAME' (rayalign/assets/<kind>), a .jsonl or a .parquet file whose `columns`
-    are all non-empty strings; errors name the file, the line and the fix (`example` is a valid row)."""
-    if source.startswith("builtin:"):
-        name = source.removeprefix("builtin:")
-        if name not in builtin_sets(kind):
-            raise PromptDataError(f"no built-in {kind} set {name!r}; built-in sets: {builtin_sets(kind)}")
-        rows = _parse_jsonl(resources.files("rayalign.assets").joinpath(kind, f"{name}.jsonl").read_text(),
-                            source, example)
-    else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise PromptDataError(f"{kind} file {source!r} does not exist; give a .jsonl or .parquet file"
-                                  + (f" or one of builtin:{', builtin:'.join(builtin_sets(kind))}"
-                                     if builtin_sets(kind) else ""))
-        if path.suffix == ".jsonl":
-            rows = _parse_jsonl(path.read_text(), source, example)
-        elif path.suffix == ".parquet":
-            try:
-                rows = pq.read_table(path).to_pylist()
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise PromptDataError(f"{kind} file {source!r} is not a readable Parquet file: {exc}") from exc
-        else:
-            raise PromptDataError(f"{kind} file {source!r}: use a .jsonl or .parquet file")
-    if not rows:
-        raise PromptDataError(f"{kind} file {source!r} holds no rows")
-    for i, row in enumerate(rows):
-        where = f"{source}, line {row['_line']}" if "_line" in row else f"{source}, row {i}"
-        row["_where"] = where
-        for column in columns:
-            if column not in row:
-                raise PromptDataError(f"{where}: missing column {column!r} (has "
-                                      f"{sorted(k for k in row if not k.startswith('_'))}); rows look like {example}")
-            value = row[column]
-            if not isinstance(value, str) or not value.strip():
-                raise PromptDataError(f"{where}: empty {column}; remove the row or give it text")
-    return rows
-
-
-def read_prompts(source: str) -> list[dict[str, str]]:
-    """Rows {prompt_id, prompt} from 'builtin:NAME', a .jsonl or a .parquet file, validated."""
-    rows = read_records(source, "prompts", ("prompt",), '{"prompt_id": "...", "prompt": "..."}')
-    out, seen = [], set()
-    for i, row in enumerate(rows):
-        prompt_id = str(row["prompt_id"]) if row.get("prompt_id") is not None else f"prompt-{i:06d}"
-        if prompt_id in seen:
-            raise PromptDataError(f"{row['_where']}: duplicate prompt_id {prompt_id!r}; prompt ids must be unique")
-        seen.add(prompt_id)
-        out.append({"prompt_id": prompt_id, "prompt": row["prompt"]})
-    return out
-
-
-def _parse_jsonl(text: str, source: str, example: str) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PromptDataError(f"{source}, line {lineno}: not valid JSON ({exc.msg}); "
-                                  f"each line must be {example}") from None
-        if not isinstance(row, dict):
-            raise PromptDataError(f"{source}, line {lineno}: expected a JSON object, got {type(row).__name__}")
-        row["_line"] = lineno
-        rows.append(row)
-    return rows
+from rayalign.data.errors import PromptDataError, data_errors
+from rayalign.data.formats import SPLITS, RowError, Text, prompt_record, raw_text
+from rayalign.data.parquet import parquet_rows, read_table
+from rayalign.data.ray_io import write
+from rayalign.data.sources import read_rows
 
 
 def in_heldout(prompt_id: str, fraction: float, seed: int) -> bool:
@@ -105,36 +30,91 @@ def in_heldout(prompt_id: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def build_prompts_table(config: DataConfig, tokenizer) -> pa.Table:
-    """The prompts stage's table: templated prompt, raw prompt and split, capped per split."""
-    rows = read_prompts(config.prompts)
+def render_prompt(config: DataConfig, tokenizer, prompt: Text) -> str:
+    """The model input for one prompt. Text is wrapped in data.instruction; text and conversations
+    then go through the policy's chat template when data.chat_template and the policy has one.
+    A conversation is used as given: it needs the template, and the instruction does not touch it."""
+    templated = config.chat_template and tokenizer.chat_template is not None
+    if isinstance(prompt, str):
+        message = config.instruction.replace("{prompt}", prompt)
+        if not templated:
+            return message
+        prompt = [{"role": "user", "content": message}]
+    elif not templated:
+        raise RowError("the prompt is a conversation, which needs a chat template, but "
+                       + ("data.chat_template is false" if not config.chat_template
+                          else "the policy's tokenizer has none")
+                       + "; give the prompt as text or use a policy with a chat template")
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def warn_instruction(config: DataConfig, source: str) -> None:
+    """Say so when data.instruction rewrites prompts of the user's own data: the movie-review
+    instruction of the presets must not reword other data unnoticed."""
+    if config.instruction != "{prompt}" and not source.startswith("builtin:"):
+        warnings.warn(f"data.instruction wraps every text prompt of {source!r} in {config.instruction!r}; "
+                      "set data.instruction to '{prompt}' to use the prompts as given (on the command line: "
+                      "\"data.instruction='{prompt}'\")", stacklevel=3)
+
+
+def _prompt_row(row: dict[str, Any], config: DataConfig, tokenizer) -> dict[str, str]:
+    record = prompt_record(row)
+    split = "heldout" if in_heldout(record["prompt_id"], config.heldout_fraction, config.seed) else "train"
+    return {"prompt_id": record["prompt_id"], "prompt": render_prompt(config, tokenizer, record["prompt"]),
+            "raw_prompt": raw_text(record["prompt"]), "split": split}
+
+
+def prompts_dataset(config: DataConfig, tokenizer) -> ray.data.Dataset:
+    """Every prompt of data.prompts as a row of the prompts stage (schemas.PROMPTS): a lazy Ray
+    dataset in file order. Execute it under errors.data_errors()."""
+    warn_instruction(config, config.prompts)
+    return read_rows(config.prompts, "prompts", partial(_prompt_row, config=config, tokenizer=tokenizer),
+                     schemas.PROMPTS)
+
+
+def first_prompts(config: DataConfig, tokenizer) -> Iterator[pa.Table]:
+    """The prompts stage's rows batch by batch in file order, up to data.max_train_prompts and
+    data.max_heldout_prompts of each split: the first prompts of each. The rows stream through the
+    driver, which stops the read once every split is full. Iterate under errors.data_errors()."""
     caps = {"train": config.max_train_prompts, "heldout": config.max_heldout_prompts}
-    counts = {"train": 0, "heldout": 0}
-    out = []
-    for row in rows:
-        split = "heldout" if in_heldout(row["prompt_id"], config.heldout_fraction, config.seed) else "train"
-        if caps[split] is not None and counts[split] >= caps[split]:
-            continue
-        counts[split] += 1
-        out.append({"prompt_id": row["prompt_id"], "prompt": render_prompt(config, tokenizer, row["prompt"]),
-                    "raw_prompt": row["prompt"], "split": split})
+    taken = dict.fromkeys(SPLITS, 0)
+    for batch in prompts_dataset(config, tokenizer).iter_batches(batch_format="pyarrow", batch_size=None):
+        keep = []
+        for split in batch["split"].to_pylist():
+            keep.append(caps[split] is None or taken[split] < caps[split])
+            taken[split] += keep[-1]
+        yield batch.filter(pa.array(keep, pa.bool_()))
+        if all(cap is not None and taken[split] >= cap for split, cap in caps.items()):
+            return
+
+
+def write_prompts(config: DataConfig, tokenizer, out: Path) -> dict[str, int]:
+    """Write the prompts stage's rows into `out` as Parquet and check them (ids unique, neither
+    split empty); the number of prompts of each split. Only ids and splits come to the driver,
+    and with data.max_*_prompts the rows the caps keep."""
+    with data_errors():
+        if config.max_train_prompts is None and config.max_heldout_prompts is None:
+            write(prompts_dataset(config, tokenizer), out)  # in parallel, from the read tasks
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            with pq.ParquetWriter(out / "prompts.parquet", schemas.PROMPTS) as writer:
+                for table in first_prompts(config, tokenizer):
+                    writer.write_table(table)
+    if parquet_rows(out) == 0:
+        raise PromptDataError(f"prompts source {config.prompts!r} holds no rows")
+    written = read_table(out, columns=["prompt_id", "split"])
+    ids = pc.value_counts(written["prompt_id"])
+    duplicates = ids.filter(pc.greater(ids.field("counts"), 1))
+    if len(duplicates):
+        raise PromptDataError(f"prompts source {config.prompts!r}: duplicate prompt_id "
+                              f"{duplicates[0]['values'].as_py()!r}; prompt ids must be unique (a row without one gets "
+                              "an id from its text, so the same prompt twice has the same id)")
+    counts = {split: pc.sum(pc.equal(written["split"], split)).as_py() or 0 for split in SPLITS}
     for split, n in counts.items():
         if n == 0:
-            raise PromptDataError(f"the {split} split is empty ({len(rows)} prompts, heldout_fraction="
+            raise PromptDataError(f"the {split} split is empty ({written.num_rows} prompts, heldout_fraction="
                                   f"{config.heldout_fraction}); add prompts or change data.heldout_fraction")
-    return pa.Table.from_pylist(out, schema=schemas.PROMPTS)
-
-
-def render_prompt(config: DataConfig, tokenizer, prompt: str) -> str:
-    """The model input for one prompt: the instruction, chat-templated when configured."""
-    message = config.instruction.replace("{prompt}", prompt)
-    if not config.chat_template:
-        return message
-    if tokenizer.chat_template is None:
-        raise PromptDataError("data.chat_template is true but the policy's tokenizer has no chat template; "
-                              "set data.chat_template=false")
-    return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
-                                         add_generation_prompt=True)
+    return counts
 
 
 def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:

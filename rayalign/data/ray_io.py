@@ -16,8 +16,10 @@ def read_stage(folder: Path) -> ray.data.Dataset:
 
 
 def to_table(ds: ray.data.Dataset) -> pa.Table:
-    """Execute `ds` and return its rows as one Arrow table (for results small enough for the driver)."""
-    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    """Execute `ds` and return its rows as one Arrow table (for results small enough for the driver);
+    a table without columns when it has no rows."""
+    tables = ray.get(ds.to_arrow_refs())
+    return pa.concat_tables(tables) if tables else pa.table({})
 
 
 def write(ds: ray.data.Dataset, folder: Path) -> int:

@@ -38,14 +38,15 @@ def token_metrics(table: pa.Table, seconds: float) -> dict[str, float]:
             "mean_response_tokens": tokens / max(table.num_rows, 1)}
 
 
-def sample_prompts(ctx: RunContext, prompts: pa.Table, out: Path, n: int, seed: int, stream: str) -> dict[str, float]:
-    """Sample n responses per prompt row from the current policy with vLLM actors into `out`; its
-    metrics. `stream` keeps the draws apart from other stages' with the same seed."""
+def sample_prompts(ctx: RunContext, prompts: ray.data.Dataset, out: Path, n: int, seed: int,
+                   stream: str) -> dict[str, float]:
+    """Sample n responses per prompt row (prompt_id, prompt) from the current policy with vLLM actors
+    into `out`; its metrics. `stream` keeps the draws apart from other stages' with the same seed."""
     cfg = ctx.cfg
     kwargs = sampler_kwargs(ctx.latest_policy(), cfg.sample, cfg.model.dtype, n=n, seed=seed, stream=stream,
                             temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
                             trust_remote_code=cfg.model.trust_remote_code)
-    ds = map_with_actors(ray.data.from_arrow(prompts), VLLMSampler, kwargs, cfg.sample.resources)
+    ds = map_with_actors(prompts, VLLMSampler, kwargs, cfg.sample.resources)
     rows, seconds = timed_write(ds, out)
     table = read_table(out)
     metrics = token_metrics(table, seconds)

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import ray
 
 from rayalign.config import settings
 from rayalign.data import schemas
+from rayalign.data.errors import data_errors
 from rayalign.data.parquet import read_table
-from rayalign.data.prompts import build_prompts_table
+from rayalign.data.prompts import first_prompts
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
@@ -26,12 +28,14 @@ def label_prompts(ctx: RunContext) -> pa.Table:
                               "max_heldout_prompts": cfg.max_heldout_prompts}.items() if v is not None}
     if not caps:
         return read_table(ctx.path(prompts.STAGE))
-    return build_prompts_table(ctx.cfg.data.model_copy(update=caps), tokenizer(ctx, ctx.base_policy))
+    capped = ctx.cfg.data.model_copy(update=caps)
+    with data_errors():
+        return pa.concat_tables([schemas.PROMPTS.empty_table(), *first_prompts(capped, tokenizer(ctx, ctx.base_policy))])
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     table = label_prompts(ctx).select(["prompt_id", "prompt"])
-    return sample_prompts(ctx, table, out, ctx.cfg.label.k, ctx.cfg.label.seed, "label_sample")
+    return sample_prompts(ctx, ray.data.from_arrow(table), out, ctx.cfg.label.k, ctx.cfg.label.seed, "label_sample")
 
 
 def labels_from_samples(cfg) -> bool:

@@ -1,27 +1,22 @@
-"""prompts: the prompt set, rendered with the instruction and chat template, split into training
-and held-out prompts."""
+"""prompts: the prompt set, read by Ray Data from any source and format of docs/data.md, rendered
+with the instruction and chat template, split into training and held-out prompts."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from rayalign.config import settings
 from rayalign.data import schemas
 from rayalign.data.parquet import read_table
-from rayalign.data.prompts import build_prompts_table
+from rayalign.data.prompts import write_prompts
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stage_tools import tokenizer
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
-    table = build_prompts_table(ctx.cfg.data, tokenizer(ctx, ctx.base_policy))
-    pq.write_table(table, out / "prompts.parquet")
-    train = pc.sum(pc.equal(table["split"], "train")).as_py()
-    return {"rows": table.num_rows, "train_prompts": train, "heldout_prompts": table.num_rows - train}
+    counts = write_prompts(ctx.cfg.data, tokenizer(ctx, ctx.base_policy), out)
+    return {"rows": sum(counts.values()), "train_prompts": counts["train"], "heldout_prompts": counts["heldout"]}
 
 
 def track(ctx: RunContext, folder: Path) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ray.data.expressions import col
+
 from rayalign.config import settings
 from rayalign.data import schemas
-from rayalign.data.parquet import read_table
-from rayalign.data.prompts import split_prompts
+from rayalign.data.ray_io import read_stage
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
@@ -16,7 +17,9 @@ from rayalign.pipeline.stages import prompts
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
-    train = split_prompts(read_table(ctx.path(prompts.STAGE)), "train")
+    # Streamed from the prompts stage's files: a large prompt set never sits in the driver.
+    train = (read_stage(ctx.path(prompts.STAGE)).filter(expr=col("split") == "train")
+             .select_columns(["prompt_id", "prompt"]))
     return sample_prompts(ctx, train, out, ctx.cfg.sample.k, ctx.cfg.sample.seed, "sample")
 
 
