@@ -97,6 +97,19 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
         self.mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
 
+    def log_missing_steps(self, steps: list[tuple[int, dict[str, float]]], prefix: str = "") -> None:
+        """(step, metrics) series into the active run as '<prefix><name>', but the steps the run already
+        has (logged live by a training stage's workers): a rerun, a resumed stage or a tracking
+        outage during training leaves every step in MLflow once."""
+        if not steps:
+            return
+        probe = f"{prefix}{next(iter(steps[0][1]))}"
+        run_id = self.mlflow.active_run().info.run_id
+        have = {m.step for m in self.mlflow.MlflowClient().get_metric_history(run_id, probe)}
+        for step, metrics in steps:
+            if step not in have:
+                self.log_metrics(metrics, prefix, step)
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if Path(path).is_dir():
             self.mlflow.log_artifacts(str(path), artifact_path)

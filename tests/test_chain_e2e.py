@@ -120,7 +120,10 @@ def test_mlflow_links_the_chain_by_lineage(chain_run):
     assert tags["train"]["rayalign.consumed.policy"] == tags["sft"]["rayalign.produced.model"]
     assert tags["train"]["rayalign.consumed.reward_model"] == tags["reward_model"]["rayalign.produced.model"]
     assert runs["reward_model"].data.params["learning_rate"] == "0.001"
-    assert client.get_metric_history(runs["sft"].info.run_id, "sft/loss")
+    # Step metrics: live in the pipeline's run as '<stage>/<name>', in each nested run as TRL names them.
+    assert client.get_metric_history(runs["sft"].info.run_id, "loss")
+    assert len(client.get_metric_history(parent.info.run_id, "sft/loss")) == len(
+        client.get_metric_history(runs["sft"].info.run_id, "loss"))
     assert {d.dataset.name for d in runs["reward_model"].inputs.dataset_inputs} == {"preferences"}
 
 

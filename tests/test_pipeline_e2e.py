@@ -18,6 +18,8 @@ from rayalign.pipeline.stages import PIPELINE
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.e2e
+TRL_DPO_METRICS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                   "rewards/margins", "logps/chosen", "logps/rejected")
 STAGES = [node.id for node in plan(load_config("default"), PIPELINE)]
 SCHEMAS = {s.name: s.schema for s in PIPELINE if s.schema is not None and s.name in STAGES}
 
@@ -88,9 +90,11 @@ def test_training_writes_a_loadable_hf_checkpoint_and_metrics(first_run):
     pairs = read_table(run_dir / "select").num_rows
     assert sum(h["examples"] for h in history) == pairs
     assert len(history) == math.ceil(math.ceil(pairs / 4) / 2)
-    assert {"reward_accuracy", "reward_margin", "chosen_logratio", "rejected_logratio", "tokens_per_s"} <= set(
-        history[0])
-    assert history[-1]["reward_margin"] > 0  # the lr is high enough for a tiny model to move
+    assert set(TRL_DPO_METRICS) | {"tokens_per_s"} <= set(history[0])
+    assert history[-1]["rewards/margins"] > 0  # the lr is high enough for a tiny model to move
+    assert all(h["grad_norm"] > 0 for h in history)
+    # At step 1 the policy is the reference: every implicit reward is 0.
+    assert history[0]["rewards/chosen"] == pytest.approx(0, abs=1e-4)
 
 
 def test_show_and_runs_read_the_run_directory_back(first_run, capsys):
@@ -152,8 +156,18 @@ def test_mlflow_run_holds_params_metrics_datasets_and_artifacts(first_run):
     for key in ("win_rate", "sample/tokens_per_s", "train/tokens_per_s", "train/loss", "evaluate/kl"):
         assert key in run.data.metrics
     client = mlflow.MlflowClient()
-    steps = client.get_metric_history(run.info.run_id, "train/loss")
-    assert len(steps) == json.loads((run_dir / "train" / "_manifest.json").read_text())["metrics"]["steps"]
+    n_steps = json.loads((run_dir / "train" / "_manifest.json").read_text())["metrics"]["steps"]
+    for name in TRL_DPO_METRICS:
+        steps = client.get_metric_history(run.info.run_id, f"train/{name}")
+        assert sorted(m.step for m in steps) == list(range(1, n_steps + 1)), name  # each step once
+    # Live: every step reached MLflow before the stage ended (its summary metrics are logged then).
+    [stage_end] = client.get_metric_history(run.info.run_id, "train/seconds")
+    assert max(m.timestamp for m in client.get_metric_history(run.info.run_id, "train/loss")) < stage_end.timestamp
+    # The nested run of the training holds the same series under TRL's own names.
+    [child] = mlflow.search_runs([run.info.experiment_id], output_format="list",
+                                 filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+                                               "and tags.`rayalign.stage` = 'train'")
+    assert len(client.get_metric_history(child.info.run_id, "rewards/margins")) == n_steps
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/evaluate.parquet", "evaluation/reward_distribution.png"} <= artifacts
     assert client.list_artifacts(run.info.run_id, "datasets/pairs")

@@ -48,6 +48,7 @@ def test_every_step_logs_its_metrics_live(ppo_run):
     for s in steps:
         assert all(math.isfinite(v) for v in s.values())
         assert s["weight_sync_s"] > 0 and 0 <= s["clip_fraction"] <= 1 and s["kl_coef"] == cfg.ppo.kl_coef
+        assert s["grad_norm"] > 0
         assert s["rollouts"] == 4 * 2  # both workers' responses: 2 prompts × 2 each
         assert 0 < s["entropy"] < math.log(384)  # at most uniform over the tiny vocabulary (≤ 384)
     assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-3)  # the policy starts as the reference

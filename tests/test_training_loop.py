@@ -13,6 +13,7 @@ from rayalign.config import TrainerConfig
 from rayalign.training.deepspeed_config import deepspeed_config
 from rayalign.training.loop import example_weight, optimizer_steps, rank_slice, training_steps, warmup_factor
 from rayalign.training.trainer import shuffled, train_data_config
+from tests.conftest import free_port
 
 
 def test_warmup_reaches_the_full_rate_at_step_w():
@@ -79,3 +80,49 @@ def test_a_resumed_run_sees_every_example_as_often_as_an_uninterrupted_one(ray_l
     per_epoch = [sorted(r for e, micro in full if e == epoch for b in micro for r in b) for epoch in (0, 1)]
     assert per_epoch == [list(range(37))] * 2
     assert [r for _, micro in full[:5] for b in micro for r in b] != list(range(37))  # shuffled
+
+
+@pytest.fixture(scope="module")
+def one_process_group():
+    """A world of one (gloo), as DeepSpeed finds it inside a Ray Train worker; once per module, as
+    DeepSpeed keeps its process groups for the life of the process."""
+    import os
+
+    import torch.distributed
+
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k)
+        else:
+            os.environ[k] = v
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1])
+def test_grad_norm_is_the_norm_before_clipping(one_process_group, zero_stage):
+    """loss = 3·w₀ + 4·w₁ has the gradient (3, 4), of norm 5, clipped to norm 1: the logged norm is 5
+    whether DeepSpeed clips (ZeRO-1) or the loop does (ZeRO-0 in fp32), and the step applied is the
+    clipped one either way."""
+    import torch
+
+    from rayalign.training.loop import deepspeed_engine, grad_norm
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    cfg = TrainerConfig(zero_stage=zero_stage, max_grad_norm=1.0, learning_rate=0.1, weight_decay=0.0,
+                        micro_batch_size=1, gradient_accumulation_steps=1)
+    engine = deepspeed_engine(model, cfg, world=1)
+    seen = []
+    engine.basic_optimizer.register_step_pre_hook(
+        lambda opt, *_: seen.append(torch.cat([p.grad.flatten() for g in opt.param_groups for p in g["params"]])))
+    engine.backward(engine(torch.tensor([[3.0, 4.0]])).sum(), scale_wrt_gas=False)
+    engine.step()
+    assert grad_norm(engine) == pytest.approx(5.0)
+    assert seen[0].tolist() == pytest.approx([0.6, 0.8])  # the optimizer got the clipped gradient
+    engine.destroy()

@@ -1,9 +1,10 @@
 """What several stage modules share: timed writes and token metrics, sampling prompts with vLLM
-actors, the tokenizer of a checkpoint, and the MLflow runs of training stages."""
+actors, the tokenizer of a checkpoint, and training nodes' Ray Train runs and MLflow runs."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,11 +13,14 @@ import ray
 
 from rayalign.actors.runtime import map_with_actors
 from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
+from rayalign.config import TrainerConfig
 from rayalign.data.parquet import read_table
 from rayalign.data.ray_io import write
 from rayalign.pipeline.context import RunContext
 from rayalign.pretrained import load_tokenizer
+from rayalign.training.live_metrics import step_metrics
 from rayalign.training.loop import read_history
+from rayalign.training.trainer import fit
 
 
 def tokenizer(ctx: RunContext, path: str):
@@ -54,23 +58,32 @@ def sample_prompts(ctx: RunContext, prompts: ray.data.Dataset, out: Path, n: int
     return metrics
 
 
-def log_history(ctx: RunContext, folder: Path) -> None:
-    """A training node's per-step metrics, as '<node>/<metric>' series in the active MLflow run."""
-    for row in read_history(folder):
-        ctx.tracker.log_metrics({k: v for k, v in row.items() if k not in ("step", "epoch")}, f"{ctx.node.id}/",
-                                row["step"])
+def fit_node(ctx: RunContext, loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig,
+             dataset: ray.data.Dataset, out: Path) -> list[dict]:
+    """training.trainer.fit for the current training node: its Ray Train run named by its cache key,
+    the run's model.trust_remote_code, and its step metrics live into the pipeline's MLflow run as
+    '<node>/<metric>'. Returns the per-step history."""
+    tracking = {"uri": ctx.tracker.uri, "run_id": ctx.tracker.run_id, "prefix": f"{ctx.node.id}/"}
+    return fit(loop, {**loop_config, "tracking": tracking}, cfg, dataset, ctx.train_name(), ctx.run_dir, out,
+               trust_remote_code=ctx.cfg.model.trust_remote_code)
+
+
+def _steps(folder: Path) -> list[tuple[int, dict[str, float]]]:
+    return [(row["step"], step_metrics(row)) for row in read_history(folder)]
 
 
 def training_run(ctx: RunContext, folder: Path, params: dict, consumed: dict[str, str], data: Path | None,
                  data_name: str) -> None:
-    """A nested MLflow run for a training node: its settings, step metrics, the dataset and
-    checkpoints it consumed and the checkpoint it produced, so chained runs link by lineage.
+    """A nested MLflow run for a training node: its settings, step metrics (TRL's names, unprefixed),
+    the dataset and checkpoints it consumed and the checkpoint it produced, so chained runs link by
+    lineage; and in the pipeline's run, the step metrics its workers could not log live.
     `data` is the stage folder whose dataset it trained on (None: a file named in `consumed`)."""
     if data is not None:
         consumed = {**consumed, "data": str(data)}
     node = ctx.node.id
+    ctx.tracker.log_missing_steps(_steps(folder), f"{node}/")
     with ctx.tracker.child_run(node, params=params, consumed=consumed, produced={"model": str(folder / "model")}):
         if data is not None:
             ctx.tracker.log_dataset(read_table(data), data_name, data, context="training")
-        log_history(ctx, folder)
-        ctx.tracker.log_metrics(ctx.store.manifest(node)["metrics"], f"{node}/")
+        ctx.tracker.log_missing_steps(_steps(folder))  # one training per run: TRL's metric names as they are
+        ctx.tracker.log_metrics(ctx.store.manifest(node)["metrics"])

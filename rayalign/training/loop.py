@@ -27,7 +27,8 @@ import torch
 from rayalign.actors.runtime import set_torch_threads
 from rayalign.config import TrainerConfig
 from rayalign.pretrained import load_tokenizer
-from rayalign.training.deepspeed_config import deepspeed_config
+from rayalign.training.deepspeed_config import deepspeed_clips, deepspeed_config
+from rayalign.training.live_metrics import live_logger
 
 METRICS_FILE = "train_metrics.jsonl"
 STATE_FILE = "trainer_state.json"
@@ -136,6 +137,7 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
         ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
         engine.destroy()
         return
+    log = live_logger(loop_config.get("tracking") if rank == 0 else None)
     started = time.perf_counter()
     for epoch, micro_batches, step_rows in training_steps(ray.train.get_dataset_shard("train"), cfg, world, rank,
                                                           done=len(history)):
@@ -150,10 +152,12 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
         elapsed, started = now - started, now  # checkpoint time counts against the next step
         step_stats = _step_stats(micro, device)
         step_stats.update(step=len(history) + 1, epoch=epoch, learning_rate=learning_rate,
-                          tokens_per_s=step_stats["tokens"] / max(elapsed, 1e-9))
+                          grad_norm=grad_norm(engine), tokens_per_s=step_stats["tokens"] / max(elapsed, 1e-9))
         history.append(step_stats)
+        log(step_stats, step_stats["step"])
         # Only checkpoints are reported: ray.train.report waits for the controller's ~2 s poll,
-        # which would dominate a GPU step. The step metrics travel in the checkpoints' history.
+        # which would dominate a GPU step. The step metrics go to MLflow live and travel in the
+        # checkpoints' history.
         if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
             report_resumable({DEEPSPEED_DIR: engine}, history, rank)
     if not history:
@@ -182,14 +186,30 @@ def setup_worker(loop_config: dict, cfg: TrainerConfig) -> tuple[int, int, torch
 
 
 def deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig, world: int):
-    """A DeepSpeed engine for `model` with cfg's optimiser, ZeRO stage, precision and warm-up."""
+    """A DeepSpeed engine for `model` with cfg's optimiser, ZeRO stage, precision, clipping and warm-up."""
     import deepspeed
 
     warmup = functools.partial(warmup_factor, warmup_steps=cfg.warmup_steps)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                       lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup),
                                       config=deepspeed_config(cfg, world))
+    if not deepspeed_clips(cfg):
+        # DeepSpeed would clip these gradients but not keep their norm; clip them where it would (after
+        # the step's all-reduce, before the optimizer) and keep it.
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def clip(*_) -> None:
+            engine.rayalign_grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        engine.basic_optimizer.register_step_pre_hook(clip)
     return engine
+
+
+def grad_norm(engine) -> float | None:
+    """The global gradient norm, before clipping, of the optimizer step `engine` took last (None where
+    neither DeepSpeed nor the loop computed one)."""
+    norm = engine.get_global_grad_norm()
+    norm = norm if norm is not None else getattr(engine, "rayalign_grad_norm", None)
+    return None if norm is None else float(norm)
 
 
 def report_final(engine, tokenizer, history: list[dict], rank: int, zero_stage: int) -> None:

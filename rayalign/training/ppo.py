@@ -27,7 +27,8 @@ from rayalign.logprobs import pad_batch, token_logprobs
 from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean, masked_whiten,
                                  ppo_policy_loss, ppo_value_loss)
 from rayalign.pretrained import load_model, load_tokenizer
-from rayalign.training.loop import deepspeed_engine, report_final, report_resumable, resume, setup_worker
+from rayalign.training.live_metrics import live_logger
+from rayalign.training.loop import deepspeed_engine, grad_norm, report_final, report_resumable, resume, setup_worker
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -116,22 +117,6 @@ def step_prompts(prompts: list[dict], step: int, n: int, seed: int) -> list[dict
     return [prompts[order[(step * n + i) % len(prompts)]] for i in range(n)]
 
 
-def _live_logger(tracking: dict | None):
-    """log(metrics, step) into the pipeline's MLflow run as 'ppo/<name>', or a no-op without one."""
-    if not tracking:
-        return lambda metrics, step: None
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    client = MlflowClient(tracking["uri"])
-
-    def log(metrics: dict, step: int) -> None:
-        now = int(time.time() * 1000)
-        client.log_batch(tracking["run_id"], metrics=[Metric(f"ppo/{k}", float(v), now, step)
-                                                      for k, v in metrics.items()])
-    return log
-
-
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker entry point of the ppo stage."""
     import ray.train
@@ -155,7 +140,7 @@ def train_loop(loop_config: dict) -> None:
     scorer = scorer_class(**scorer_kwargs)  # the score stage's reward actor, called in process
     sampler = VLLMSampler(**loop_config["sampler"])
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-    log = _live_logger(loop_config.get("tracking") if rank == 0 else None)
+    log = live_logger(loop_config.get("tracking") if rank == 0 else None)
     training_prompts = list(ray.train.get_dataset_shard("train").iter_rows())
     rng = random.Random(cfg.seed)
     engines = {"policy": policy, "critic": critic}
@@ -199,13 +184,15 @@ def train_loop(loop_config: dict) -> None:
                 policy_loss, clipped = ppo_policy_loss(logprobs, old_logprobs[rows], advantages[rows], m, cfg.clip)
                 policy.backward(policy_loss, scale_wrt_gas=False)
                 policy.step()
+                policy_grad_norm = grad_norm(policy)
                 values = critic(input_ids=ids[rows], attention_mask=attention[rows]).logits[:, :-1, 0].float()
                 value_loss = ppo_value_loss(values, old_values[rows], returns[rows], m, cfg.value_clip)
                 critic.backward(value_loss, scale_wrt_gas=False)
                 critic.step()
                 with torch.no_grad():
                     approx_kl = float(masked_mean(0.5 * (logprobs - old_logprobs[rows]) ** 2, m))
-                updates.append([policy_loss.item(), value_loss.item(), clipped.item(), approx_kl])
+                updates.append([policy_loss.item(), value_loss.item(), clipped.item(), approx_kl,
+                                policy_grad_norm if policy_grad_norm is not None else float("nan")])
         train_s = time.perf_counter() - trained
         synced = time.perf_counter()
         sync_weights(sampler, full_state_dict(policy.module, cfg.zero_stage), cfg.weight_sync, scratch)
@@ -221,7 +208,7 @@ def train_loop(loop_config: dict) -> None:
             "reward_mean": float(all_scores.mean()),
             "reward_std": float(all_scores.std()) if len(all_scores) > 1 else 0.0,
             "kl": float(torch.tensor(_gathered(kl.tolist(), world)).mean()), "kl_coef": kl_ctl.value,
-            **dict(zip(("policy_loss", "value_loss", "clip_fraction", "approx_kl"), losses.tolist())),
+            **dict(zip(("policy_loss", "value_loss", "clip_fraction", "approx_kl", "grad_norm"), losses.tolist())),
             "entropy": float(masked_mean(entropy, mask, all_reduce)),
             "explained_variance": explained_variance(old_values, returns, mask, all_reduce),
             "rollouts": len(lengths), "response_length": tokens / len(lengths),

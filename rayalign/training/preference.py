@@ -39,10 +39,10 @@ def pair_losses(cfg: TrainConfig, pc: torch.Tensor, pr: torch.Tensor, rc: torch.
 
 def preference_batch_loss(model, batch: dict, device, cfg: TrainConfig, pad_id: int,
                           use_reference: bool) -> tuple[torch.Tensor, dict]:
-    """Mean preference loss over a batch of pairs, and its statistics.
-
-    With a reference, the implicit rewards are β·(log π − log π_ref); without one (SLiC), the
-    statistics use the policy log-probs alone.
+    """Mean preference loss over a batch of pairs, and its statistics under TRL DPOTrainer's names:
+    rewards/chosen, rewards/rejected (mean implicit rewards β·(log π − log π_ref); without a reference,
+    SLiC, the policy log-probs), rewards/accuracies, rewards/margins, and logps/chosen, logps/rejected
+    (mean summed response log-probs under the policy).
     """
     prompts = batch["prompt_token_ids"]
     n = len(prompts)
@@ -59,10 +59,12 @@ def preference_batch_loss(model, batch: dict, device, cfg: TrainConfig, pad_id: 
         rejected = cfg.beta * (pr - rr) if use_reference else pr
         stats = {
             "loss": losses.mean().item(),
-            "reward_accuracy": (chosen > rejected).float().mean().item(),
-            "reward_margin": (chosen - rejected).mean().item(),
-            "chosen_logratio": chosen.mean().item(),
-            "rejected_logratio": rejected.mean().item(),
+            "rewards/chosen": chosen.mean().item(),
+            "rewards/rejected": rejected.mean().item(),
+            "rewards/accuracies": (chosen > rejected).float().mean().item(),
+            "rewards/margins": (chosen - rejected).mean().item(),
+            "logps/chosen": pc.mean().item(),
+            "logps/rejected": pr.mean().item(),
             "tokens": float(tensors[1].sum().item()),
         }
     return losses.mean(), stats

@@ -54,7 +54,7 @@ def rm_batch_loss(model, batch: dict, device, tokenizer) -> tuple[torch.Tensor, 
     losses = bradley_terry_loss(chosen, rejected)
     with torch.no_grad():
         stats = {"loss": losses.mean().item(), "accuracy": (chosen > rejected).float().mean().item(),
-                 "reward_margin": (chosen - rejected).mean().item(), "tokens": float(enc["attention_mask"].sum())}
+                 "margin": (chosen - rejected).mean().item(), "tokens": float(enc["attention_mask"].sum())}
     return losses.mean(), stats
 
 

@@ -17,10 +17,10 @@ from rayalign.data.prompts import split_prompts
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import train_bundles
 from rayalign.pipeline.stage import Stage
-from rayalign.pipeline.stage_tools import training_run
+from rayalign.pipeline.stage_tools import fit_node, training_run
 from rayalign.pipeline.stages import prompts, reference, reward_model
 from rayalign.plots import reward_vs_kl
-from rayalign.training.trainer import fit, throughput
+from rayalign.training.trainer import throughput
 
 PLOT = "reward_vs_kl.png"
 
@@ -39,11 +39,9 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
         "sampler": sampler_kwargs(policy, cfg.sample, cfg.model.dtype, n=cfg.ppo.responses_per_prompt,
                                   seed=cfg.ppo.seed, stream="ppo", temperature=cfg.sample.temperature,
                                   top_p=cfg.sample.top_p, trust_remote_code=trust),
-        "tracking": {"uri": ctx.tracker.uri, "run_id": ctx.tracker.run_id},
     }
     start = time.perf_counter()
-    history = fit(train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), ctx.train_name(), ctx.run_dir, out,
-                  trust_remote_code=trust)
+    history = fit_node(ctx, train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), out)
     seconds, last = time.perf_counter() - start, history[-1]
     reward_vs_kl(history, out / PLOT)
     return {"rows": train.num_rows, "seconds": seconds, "final_reward_mean": last["reward_mean"],
@@ -52,7 +50,6 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 
 
 def track(ctx: RunContext, folder: Path) -> None:
-    # The step metrics reached the pipeline's run live; the nested run holds them with the lineage.
     consumed = {"policy": ctx.latest_policy(), "reference": reference.reference_model(ctx)}
     if reward_model.scoring_model(ctx):
         consumed["reward_model"] = reward_model.scoring_model(ctx)

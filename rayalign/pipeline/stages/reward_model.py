@@ -23,10 +23,10 @@ from rayalign.models import resolve_model
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import train_bundles
 from rayalign.pipeline.stage import Stage
-from rayalign.pipeline.stage_tools import tokenizer, training_run
+from rayalign.pipeline.stage_tools import fit_node, tokenizer, training_run
 from rayalign.pipeline.stages import label
 from rayalign.training.reward_model import distinct_index, prompt_grouped_order
-from rayalign.training.trainer import fit, shuffled, throughput
+from rayalign.training.trainer import shuffled, throughput
 
 
 def trained(ctx: RunContext) -> str:
@@ -84,8 +84,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
         data = ray.data.from_arrow(train.take(prompt_grouped_order(train["prompt"].to_pylist(), cfg.seed)))
     else:
         data = shuffled(train, cfg.seed)
-    history = fit(train_loop, {"model_path": backbone(ctx)}, cfg, data, ctx.train_name(), ctx.run_dir, out,
-                  trust_remote_code=ctx.cfg.model.trust_remote_code)
+    history = fit_node(ctx, train_loop, {"model_path": backbone(ctx)}, cfg, data, out)
     seconds = time.perf_counter() - start
     chosen, rejected = score_pairs(heldout, str(out / "model"), ctx)
     heldout = heldout.append_column("chosen_score", pa.array(chosen, pa.float64())).append_column(

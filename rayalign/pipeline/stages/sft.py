@@ -15,9 +15,9 @@ from rayalign.evaluation.metrics import mean
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import train_bundles
 from rayalign.pipeline.stage import Stage
-from rayalign.pipeline.stage_tools import tokenizer, training_run
+from rayalign.pipeline.stage_tools import fit_node, tokenizer, training_run
 from rayalign.training.sft import length_bucketed_order
-from rayalign.training.trainer import fit, throughput
+from rayalign.training.trainer import throughput
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
@@ -30,8 +30,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     table = table.take(length_bucketed_order(lengths, cfg.micro_batch_size if cfg.length_bucketing else 1, cfg.seed))
     pq.write_table(table, out / "sft_data.parquet")  # the examples in training order
     start = time.perf_counter()
-    history = fit(train_loop, {"model_path": ctx.base_policy}, cfg, ray.data.from_arrow(table), ctx.train_name(),
-                  ctx.run_dir, out, trust_remote_code=ctx.cfg.model.trust_remote_code)
+    history = fit_node(ctx, train_loop, {"model_path": ctx.base_policy}, cfg, ray.data.from_arrow(table), out)
     seconds = time.perf_counter() - start
     return {"rows": table.num_rows, "seconds": seconds, "dropped_examples": dropped,
             "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],

@@ -11,9 +11,9 @@ from rayalign.data.parquet import parquet_rows, read_table
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import train_bundles
 from rayalign.pipeline.stage import Stage
-from rayalign.pipeline.stage_tools import log_history, training_run
+from rayalign.pipeline.stage_tools import fit_node, training_run
 from rayalign.pipeline.stages import reward_model, select
-from rayalign.training.trainer import fit, shuffled, throughput
+from rayalign.training.trainer import shuffled, throughput
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
@@ -22,16 +22,15 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.train
     pairs = shuffled(read_table(ctx.path(select.STAGE)), cfg.seed)
     start = time.perf_counter()
-    history = fit(train_loop, {"model_path": ctx.latest_policy(), "use_reference": ctx.cfg.needs_reference()},
-                  cfg, pairs, ctx.train_name(), ctx.run_dir, out, trust_remote_code=ctx.cfg.model.trust_remote_code)
+    history = fit_node(ctx, train_loop, {"model_path": ctx.latest_policy(), "use_reference": ctx.cfg.needs_reference()},
+                       cfg, pairs, out)
     seconds, last = time.perf_counter() - start, history[-1]
     return {"rows": parquet_rows(ctx.path(select.STAGE)), "seconds": seconds, "final_loss": last["loss"],
-            "final_reward_accuracy": last["reward_accuracy"], "final_reward_margin": last["reward_margin"],
+            "final_reward_accuracy": last["rewards/accuracies"], "final_reward_margin": last["rewards/margins"],
             **throughput(history, seconds)}
 
 
 def track(ctx: RunContext, folder: Path) -> None:
-    log_history(ctx, folder)
     ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
     consumed = {"policy": ctx.latest_policy()}
     if reward_model.scoring_model(ctx):
