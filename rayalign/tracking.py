@@ -71,7 +71,8 @@ class Tracker:
         previous = self._previous_run(config_hash)
         self.resumed = previous is not None
         self.run = mlflow.start_run(run_id=previous, experiment_id=None if previous else experiment_id,
-                                    run_name=None if previous else f"{cfg.name}-{config_hash[:6]}")
+                                    run_name=None if previous else f"{cfg.name}-{config_hash[:6]}",
+                                    log_system_metrics=cfg.tracking.system_metrics)
         self.run_id = self.run.info.run_id
         (run_dir / RUN_FILE).write_text(json.dumps({"run_id": self.run_id, "config_hash": config_hash,
                                                    "tracking_uri": self.display_uri}))
@@ -116,15 +117,31 @@ class Tracker:
         else:
             self.mlflow.log_artifact(str(path), artifact_path)
 
-    def log_dataset(self, table, name: str, source: Path, context: str) -> None:
-        """Record a stage dataset as an MLflow input (lineage), with its schema and digest."""
+    def log_model(self, model_dir: Path, name: str, registered_name: str | None = None) -> str:
+        """The HF checkpoint at `model_dir` as an MLflow transformers model (text generation) of the
+        active run, registered under `registered_name` when given; returns its model id."""
+        import importlib.metadata
+
+        import mlflow.transformers
+
+        # Pinned from this environment: MLflow would otherwise load the model to infer them.
+        requirements = [f"{p}=={importlib.metadata.version(p)}" for p in ("transformers", "torch", "safetensors")]
+        info = mlflow.transformers.log_model(str(model_dir), name=name, task="text-generation",
+                                             pip_requirements=requirements, registered_model_name=registered_name)
+        return info.model_id
+
+    def log_dataset(self, table, name: str, source: Path, context: str, model_id: str | None = None) -> None:
+        """Record a stage dataset as an MLflow input (lineage), with its schema and digest; with
+        `model_id`, as the data that logged model was evaluated on."""
         import mlflow.data
 
         frame = table.to_pandas()
         # MLflow's schema inference rejects list columns; lineage needs only the scalar ones.
         scalar = [c for c in frame.columns if not str(table.schema.field(c).type).startswith("list")]
         dataset = mlflow.data.from_pandas(frame[scalar], source=redact_secrets(str(source.resolve())), name=name)
-        self.mlflow.log_input(dataset, context=context)
+        from mlflow.entities import LoggedModelInput
+
+        self.mlflow.log_input(dataset, context=context, model=LoggedModelInput(model_id) if model_id else None)
 
     @contextmanager
     def child_run(self, name: str, params: dict[str, Any], consumed: dict[str, str],
@@ -140,6 +157,10 @@ class Tracker:
                                                  **{f"rayalign.consumed.{k}": v for k, v in consumed.items()},
                                                  **{f"rayalign.produced.{k}": v for k, v in produced.items()}}))
             yield run.info.run_id
+
+    def tag(self, key: str) -> str | None:
+        """A tag of the pipeline's run."""
+        return self.mlflow.get_run(self.run_id).data.tags.get(key)
 
     def set_tag(self, key: str, value: Any) -> None:
         """A tag on the pipeline's run (on the active nested run inside child_run), secrets redacted."""

@@ -20,6 +20,7 @@ from tests.conftest import free_port, tiny_overrides
 
 pytestmark = pytest.mark.e2e
 RAY = str(Path(sys.executable).parent / "ray")
+REGISTERED = "rayalign-tiny-aligned"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_model, pr
     mlflow_server["wait_ready"]()
     run_dir = tmp_path / "job-run"
     code = main(["submit", "default", *tiny_overrides(tiny_model, prompts_file), f"tracking.uri={uri}",
-                 "--address", ray_head, "--run-dir", str(run_dir), "--wait"])
+                 f"tracking.register_model={REGISTERED}", "--address", ray_head, "--run-dir", str(run_dir), "--wait"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "SUCCEEDED" in out and "win rate of aligned over SFT" in out
@@ -98,6 +99,29 @@ def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_model, pr
     assert json.loads((stored / "summary.json").read_text()) == summary
     assert (stored / "evaluation" / "evaluate.parquet").is_file()
     assert not (run_dir.parent / "mlartifacts").exists() and not (run_dir.parent / "mlflow.db").exists()
+
+    # Live training metrics under TRL's names, and the driver machine's system metrics.
+    steps = json.loads((run_dir / "train" / "_manifest.json").read_text())["metrics"]["steps"]
+    for name in ("grad_norm", "rewards/margins", "logps/chosen"):
+        assert len(client.get_metric_history(run.info.run_id, f"train/{name}")) == steps, name
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)
+
+    # The aligned model: a logged MLflow model of the training's nested run (which trained on the
+    # pairs), evaluated on the evaluation dataset, registered, and loadable from the registry.
+    [child] = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+                                                          "and tags.`rayalign.stage` = 'train'")
+    [model] = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == child.info.run_id and model.name == "aligned_model"
+    assert run.data.tags["rayalign.aligned_model_id"] == model.model_id
+    assert "pairs" in {d.dataset.name for d in child.inputs.dataset_inputs}
+    assert model.model_id in {m.model_id for m in run.inputs.model_inputs}  # evaluated by the pipeline run
+    [version] = client.search_model_versions(f"name = '{REGISTERED}'")
+    assert version.model_id == model.model_id
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{REGISTERED}/{version.version}"))
+    assert {"config.json", "model.safetensors"} <= {p.name for p in downloaded.rglob("*")}
 
 
 def test_failing_job_reports_the_error_and_exits_non_zero(ray_head, tiny_model, tmp_path, capsys):

@@ -168,6 +168,10 @@ def test_mlflow_run_holds_params_metrics_datasets_and_artifacts(first_run):
                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' "
                                                "and tags.`rayalign.stage` = 'train'")
     assert len(client.get_metric_history(child.info.run_id, "rewards/margins")) == n_steps
+    # The aligned model is a logged model of that nested run (tests/test_jobs.py: registry, on a server).
+    models = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{child.info.run_id}'")
+    assert [m.model_id for m in models] == [run.data.tags["rayalign.aligned_model_id"]]
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/evaluate.parquet", "evaluation/reward_distribution.png"} <= artifacts
     assert client.list_artifacts(run.info.run_id, "datasets/pairs")

@@ -349,6 +349,27 @@ class TrackingConfig(Section):
     experiment: str | None = Field(
         None, description="MLflow experiment name; default: $MLFLOW_EXPERIMENT_NAME, else 'rayalign'."
     )
+    log_model: bool = Field(
+        True, description="Log the aligned policy as an MLflow transformers model (MLflow 3 logged model, in the "
+        "training stage's nested run, so it links to the data it trained on; the evaluation metrics attach to it). "
+        "It copies the checkpoint into the artifact store: turn off for large models when the run directory's "
+        "copy is enough."
+    )
+    register_model: str | None = Field(
+        None, description="Register the logged aligned model in the MLflow Model Registry under this name (a new "
+        "version per run). Needs log_model."
+    )
+    system_metrics: bool = Field(
+        True, description="Sample the driver machine's CPU, memory, disk, network (and GPUs with pynvml) into the "
+        "run as system/* metrics (MLflow's log_system_metrics)."
+    )
+
+    @model_validator(mode="after")
+    def _registering_needs_a_logged_model(self) -> TrackingConfig:
+        if self.register_model and not self.log_model:
+            raise ValueError("tracking.register_model needs tracking.log_model=true (the registry versions a "
+                             "logged model)")
+        return self
 
 
 class RayConfig(Section):

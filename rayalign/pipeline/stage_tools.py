@@ -72,12 +72,18 @@ def _steps(folder: Path) -> list[tuple[int, dict[str, float]]]:
     return [(row["step"], step_metrics(row)) for row in read_history(folder)]
 
 
+ALIGNED_MODEL_TAG = "rayalign.aligned_model"
+ALIGNED_MODEL_ID_TAG = "rayalign.aligned_model_id"
+
+
 def training_run(ctx: RunContext, folder: Path, params: dict, consumed: dict[str, str], data: Path | None,
-                 data_name: str) -> None:
+                 data_name: str, aligned: bool = False) -> None:
     """A nested MLflow run for a training node: its settings, step metrics (TRL's names, unprefixed),
     the dataset and checkpoints it consumed and the checkpoint it produced, so chained runs link by
     lineage; and in the pipeline's run, the step metrics its workers could not log live.
-    `data` is the stage folder whose dataset it trained on (None: a file named in `consumed`)."""
+    `data` is the stage folder whose dataset it trained on (None: a file named in `consumed`).
+    The `aligned` policy is also logged as an MLflow model of the nested run (tracking.log_model),
+    registered under tracking.register_model, and named by tags of the pipeline's run."""
     if data is not None:
         consumed = {**consumed, "data": str(data)}
     node = ctx.node.id
@@ -87,3 +93,10 @@ def training_run(ctx: RunContext, folder: Path, params: dict, consumed: dict[str
             ctx.tracker.log_dataset(read_table(data), data_name, data, context="training")
         ctx.tracker.log_missing_steps(_steps(folder))  # one training per run: TRL's metric names as they are
         ctx.tracker.log_metrics(ctx.store.manifest(node)["metrics"])
+        tracking = ctx.cfg.tracking
+        model_id = (ctx.tracker.log_model(folder / "model", "aligned_model", tracking.register_model)
+                    if aligned and tracking.log_model else None)
+    if aligned:
+        ctx.tracker.set_tag(ALIGNED_MODEL_TAG, str(folder / "model"))
+    if model_id:
+        ctx.tracker.set_tag(ALIGNED_MODEL_ID_TAG, model_id)

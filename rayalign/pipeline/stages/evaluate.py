@@ -12,6 +12,7 @@ from rayalign.evaluation.evaluate import evaluate
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
+from rayalign.pipeline.stage_tools import ALIGNED_MODEL_ID_TAG
 from rayalign.pipeline.stages import prompts, reference, sft
 from rayalign.plots import reward_histogram
 
@@ -25,7 +26,9 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 
 
 def track(ctx: RunContext, folder: Path) -> None:
-    ctx.tracker.log_dataset(read_table(folder), "evaluation", folder, context="evaluation")
+    # The evaluation consumed the aligned model: its logged model links to the data it was evaluated on.
+    ctx.tracker.log_dataset(read_table(folder), "evaluation", folder, context="evaluation",
+                            model_id=ctx.tracker.tag(ALIGNED_MODEL_ID_TAG))
     ctx.tracker.log_artifact(folder / "evaluate.parquet", "evaluation")
     ctx.tracker.log_artifact(folder / "reward_distribution.png", "evaluation")
 

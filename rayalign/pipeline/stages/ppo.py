@@ -53,8 +53,8 @@ def track(ctx: RunContext, folder: Path) -> None:
     consumed = {"policy": ctx.latest_policy(), "reference": reference.reference_model(ctx)}
     if reward_model.scoring_model(ctx):
         consumed["reward_model"] = reward_model.scoring_model(ctx)
-    ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
-    training_run(ctx, folder, ctx.cfg.ppo.model_dump(mode="json"), consumed, ctx.path(prompts.STAGE), "prompts")
+    training_run(ctx, folder, ctx.cfg.ppo.model_dump(mode="json"), consumed, ctx.path(prompts.STAGE), "prompts",
+                 aligned=True)
     ctx.tracker.log_artifact(folder / PLOT, "ppo")
 
 

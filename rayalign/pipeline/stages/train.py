@@ -31,11 +31,11 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 
 
 def track(ctx: RunContext, folder: Path) -> None:
-    ctx.tracker.set_tag("rayalign.aligned_model", str(folder / "model"))
     consumed = {"policy": ctx.latest_policy()}
     if reward_model.scoring_model(ctx):
         consumed["reward_model"] = reward_model.scoring_model(ctx)
-    training_run(ctx, folder, ctx.cfg.train.model_dump(mode="json"), consumed, ctx.path(select.STAGE), "pairs")
+    training_run(ctx, folder, ctx.cfg.train.model_dump(mode="json"), consumed, ctx.path(select.STAGE), "pairs",
+                 aligned=True)
 
 
 STAGE = Stage(
