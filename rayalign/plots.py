@@ -1,17 +1,27 @@
-"""Plots logged with a run: selection statistics and the SFT-vs-aligned reward distribution."""
+"""Plots of a run: selection statistics, the SFT-vs-aligned reward distribution, PPO's reward
+against KL. Each is a matplotlib Figure built from a stage's output: the stage saves it as PNG
+in its folder and logs it to MLflow with log_figure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first: no display on servers)
 
 
-def reward_histogram(sft: list[float], aligned: list[float], path: Path, reward_name: str) -> Path:
-    """Overlaid histograms of gold rewards, saved as PNG at `path`."""
+def save(fig: Figure, path: Path) -> Path:
+    """`fig` as PNG at `path`, then closed."""
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def reward_histogram(sft: list[float], aligned: list[float], reward_name: str) -> Figure:
+    """Overlaid histograms of gold rewards."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     lo, hi = min(sft + aligned), max(sft + aligned)
     bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 10
@@ -22,13 +32,11 @@ def reward_histogram(sft: list[float], aligned: list[float], path: Path, reward_
     ax.set_title("Held-out reward distribution")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def selection_histograms(pairs_per_prompt: list[int], reward_gaps: list[float], path: Path, strategy: str) -> Path:
-    """Pairs kept per prompt and the chosen − rejected reward gaps, side by side, as PNG at `path`."""
+def selection_histograms(pairs_per_prompt: list[int], reward_gaps: list[float], strategy: str) -> Figure:
+    """Pairs kept per prompt and the chosen − rejected reward gaps, side by side."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     top = max(pairs_per_prompt, default=0)
     left.hist(pairs_per_prompt, bins=[x - 0.5 for x in range(top + 2)])
@@ -39,14 +47,12 @@ def selection_histograms(pairs_per_prompt: list[int], reward_gaps: list[float], 
     right.set_ylabel("pairs")
     fig.suptitle(f"Selection: {strategy}")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def reward_vs_kl(history: list[dict], path: Path) -> Path:
+def reward_vs_kl(history: list[dict]) -> Figure:
     """PPO's frontier: each step's mean reward against its KL to the reference, coloured by step,
-    with the reward curve per step beside it, as PNG at `path`."""
+    with the reward curve per step beside it."""
     steps = [h["step"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     points = left.scatter([h["kl"] for h in history], [h["reward_mean"] for h in history], c=steps, cmap="viridis")
@@ -60,6 +66,4 @@ def reward_vs_kl(history: list[dict], path: Path) -> Path:
     right.legend()
     fig.suptitle("PPO: reward against KL")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

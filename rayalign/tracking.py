@@ -130,6 +130,13 @@ class Tracker:
                                              pip_requirements=requirements, registered_model_name=registered_name)
         return info.model_id
 
+    def log_figure(self, fig, artifact_file: str) -> None:
+        """A matplotlib figure as an image artifact of the active run; the figure is closed."""
+        import matplotlib.pyplot as plt
+
+        self.mlflow.log_figure(fig, artifact_file)
+        plt.close(fig)
+
     def log_dataset(self, table, name: str, source: Path, context: str, model_id: str | None = None) -> None:
         """Record a stage dataset as an MLflow input (lineage), with its schema and digest; with
         `model_id`, as the data that logged model was evaluated on."""

@@ -14,15 +14,23 @@ from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stage_tools import ALIGNED_MODEL_ID_TAG
 from rayalign.pipeline.stages import prompts, reference, sft
-from rayalign.plots import reward_histogram
+from rayalign.plots import reward_histogram, save
+
+PLOT = "reward_distribution.png"
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     table, metrics = evaluate(read_table(ctx.path(prompts.STAGE)), sft.policy(ctx), ctx.latest_policy(),
                               reference.reference_model(ctx), ctx.cfg, out)
-    reward_histogram(table["sft_reward"].to_pylist(), table["aligned_reward"].to_pylist(),
-                     out / "reward_distribution.png", ctx.cfg.evaluate.gold_reward)
+    save(figure(ctx, out), out / PLOT)
     return {"rows": table.num_rows, **metrics}
+
+
+def figure(ctx: RunContext, folder: Path):
+    """The held-out reward distributions of the SFT and the aligned policy."""
+    table = read_table(folder)
+    return reward_histogram(table["sft_reward"].to_pylist(), table["aligned_reward"].to_pylist(),
+                            ctx.cfg.evaluate.gold_reward)
 
 
 def track(ctx: RunContext, folder: Path) -> None:
@@ -30,7 +38,7 @@ def track(ctx: RunContext, folder: Path) -> None:
     ctx.tracker.log_dataset(read_table(folder), "evaluation", folder, context="evaluation",
                             model_id=ctx.tracker.tag(ALIGNED_MODEL_ID_TAG))
     ctx.tracker.log_artifact(folder / "evaluate.parquet", "evaluation")
-    ctx.tracker.log_artifact(folder / "reward_distribution.png", "evaluation")
+    ctx.tracker.log_figure(figure(ctx, folder), f"evaluation/{PLOT}")
 
 
 def summary(folder: Path, metrics: dict) -> dict:

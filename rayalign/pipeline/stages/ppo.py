@@ -19,7 +19,8 @@ from rayalign.pipeline.resources import train_bundles
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stage_tools import fit_node, training_run
 from rayalign.pipeline.stages import prompts, reference, reward_model
-from rayalign.plots import reward_vs_kl
+from rayalign.plots import reward_vs_kl, save
+from rayalign.training.loop import read_history
 from rayalign.training.trainer import throughput
 
 PLOT = "reward_vs_kl.png"
@@ -43,7 +44,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     history = fit_node(ctx, train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), out)
     seconds, last = time.perf_counter() - start, history[-1]
-    reward_vs_kl(history, out / PLOT)
+    save(reward_vs_kl(history), out / PLOT)
     return {"rows": train.num_rows, "seconds": seconds, "final_reward_mean": last["reward_mean"],
             "final_kl": last["kl"], "weight_sync_s": sum(h["weight_sync_s"] for h in history) / len(history),
             **throughput(history, seconds)}
@@ -55,7 +56,7 @@ def track(ctx: RunContext, folder: Path) -> None:
         consumed["reward_model"] = reward_model.scoring_model(ctx)
     training_run(ctx, folder, ctx.cfg.ppo.model_dump(mode="json"), consumed, ctx.path(prompts.STAGE), "prompts",
                  aligned=True)
-    ctx.tracker.log_artifact(folder / PLOT, "ppo")
+    ctx.tracker.log_figure(reward_vs_kl(read_history(folder)), f"ppo/{PLOT}")
 
 
 STAGE = Stage(

@@ -19,8 +19,10 @@ from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stages import reward_model, score
-from rayalign.plots import selection_histograms
+from rayalign.plots import save, selection_histograms
 from rayalign.selection.pairs import drop_pairs, explode_pairs, selection_table
+
+PLOT = "selection.png"
 
 
 def _judged(cfg: RunConfig) -> bool:
@@ -51,7 +53,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
             "perplexity range, or use select.strategy=best_vs_worst")
     pairs, stats = read_table(out), read_table(out / "stats")
     gaps = pc.subtract(pairs["chosen_reward"], pairs["rejected_reward"])
-    selection_histograms(stats["pairs"].to_pylist(), gaps.to_pylist(), out / "selection.png", cfg.strategy)
+    save(figure(ctx, out), out / PLOT)
     candidates, kept = pc.sum(stats["candidates"]).as_py(), pc.sum(stats["kept"]).as_py()
     metrics = {"rows": rows, "seconds": seconds, "pairs": rows, "prompts": stats.num_rows,
                "prompts_with_pairs": pc.sum(pc.greater(stats["pairs"], 0)).as_py(),
@@ -66,10 +68,17 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     return metrics
 
 
+def figure(ctx: RunContext, folder: Path):
+    """Pairs kept per prompt and their reward gaps."""
+    pairs, stats = read_table(folder), read_table(folder / "stats")
+    gaps = pc.subtract(pairs["chosen_reward"], pairs["rejected_reward"])
+    return selection_histograms(stats["pairs"].to_pylist(), gaps.to_pylist(), ctx.cfg.select.strategy)
+
+
 def track(ctx: RunContext, folder: Path) -> None:
     ctx.tracker.log_dataset(read_table(folder), "pairs", folder, context="training")
     ctx.tracker.log_artifact(folder, "datasets/pairs")
-    ctx.tracker.log_artifact(folder / "selection.png", "selection")
+    ctx.tracker.log_figure(figure(ctx, folder), f"selection/{PLOT}")
 
 
 STAGE = Stage(
