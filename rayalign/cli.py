@@ -12,6 +12,7 @@ from rayalign.redaction import redact_secrets
 
 def _run(args: argparse.Namespace) -> int:
     from rayalign.api import run
+    from rayalign.console import LOG_FILE, quiet_console
     from rayalign.pipeline.summary import format_summary
 
     overrides = list(args.overrides)
@@ -19,9 +20,12 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f"ray.address={args.address}")
     cfg = load_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-    print(f"rayalign: run directory {run_dir.resolve()}", flush=True)
-    summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri)
-    print(format_summary(summary), flush=True)
+    log_file = run_dir.resolve() / LOG_FILE
+    with quiet_console(log_file, verbose=args.verbose) as say:
+        say(f"rayalign: run directory {run_dir.resolve()}"
+            + ("" if args.verbose else f"\nrayalign: library output (Ray, vLLM, DeepSpeed, MLflow) in {log_file}"))
+        summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri, log=say)
+        say(format_summary(summary))
     return 0
 
 
@@ -95,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", help="run directory (default: runs/<name>)")
     run.add_argument("--address", help="Ray cluster address (default: start or join a local Ray)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under the run root)")
+    run.add_argument("--verbose", action="store_true",
+                     help="show library output (Ray, vLLM, DeepSpeed, MLflow, warnings) on the console; by "
+                     "default it goes to run.log in the run directory")
     run.set_defaults(func=_run)
     submit = sub.add_parser("submit", help="submit the pipeline to a Ray cluster as a Ray Job")
     submit.add_argument("config", nargs="?", default=None, help="preset name or YAML file (default: 'default')")

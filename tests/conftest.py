@@ -123,6 +123,40 @@ def ray_local():
     ray.shutdown()
 
 
+def run_in_terminal(argv: list[str], timeout: float, cwd: Path | None = None) -> tuple[int, str]:
+    """Run a command in a real terminal (a detached tmux session, 200 × 50) and return its exit
+    code and everything the terminal showed; without tmux, with its output on a pipe."""
+    import shlex
+    import shutil
+    import tempfile
+    import uuid
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    if shutil.which("tmux") is None:
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return done.returncode, done.stdout + done.stderr
+    name = f"rayalign-{uuid.uuid4().hex[:8]}"
+    command = f"{shlex.join(argv)}; echo RAYALIGN_EXIT=$?; sleep 3600"
+    conf = Path(tempfile.mkdtemp(prefix="rayalign-tmux-")) / "tmux.conf"
+    conf.write_text("set-option -g history-limit 100000\n")  # the whole output, not the last 2,000 lines
+    tmux = ["tmux", "-L", name, "-f", str(conf)]  # a server of its own, started with this environment
+    subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", str(cwd or Path.cwd()),
+                    command], env=env, check=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-S", "-", "-t", name],
+                                    capture_output=True, text=True, check=True).stdout
+            if "RAYALIGN_EXIT=" in screen:
+                code = int(screen.split("RAYALIGN_EXIT=")[1].split()[0])
+                return code, screen.split("RAYALIGN_EXIT=")[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{argv} did not finish in {timeout} s; the terminal shows:\n{screen[-3000:]}")
+            time.sleep(2)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
 def free_port() -> int:
     """A port of 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

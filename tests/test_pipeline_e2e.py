@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import mlflow
 import pytest
 
-import rayalign
 from rayalign.config import load_config
 from rayalign.data.parquet import read_table
 from rayalign.pipeline.context import StageError
 from rayalign.pipeline.graph import plan
 from rayalign.pipeline.runner import run_pipeline
 from rayalign.pipeline.stages import PIPELINE
-from tests.conftest import tiny_overrides
+from tests.conftest import run_in_terminal, tiny_overrides
 
 pytestmark = pytest.mark.e2e
 TRL_DPO_METRICS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
@@ -26,11 +26,15 @@ SCHEMAS = {s.name: s.schema for s in PIPELINE if s.schema is not None and s.name
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, tiny_model, prompts_file, ray_local):
+    """`rayalign run` as a user types it, in a real terminal: (config, run dir, summary, what the
+    terminal showed). tests/test_architectures_e2e.py runs the pipeline through rayalign.run."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    logs: list[str] = []
-    # Through the public Python API: a preset and command-line style overrides.
-    summary = rayalign.run("default", tiny_overrides(tiny_model, prompts_file), run_dir=run_dir, log=logs.append)
-    return load_config("default", tiny_overrides(tiny_model, prompts_file)), run_dir, summary, logs
+    code, screen = run_in_terminal([sys.executable, "-m", "rayalign.cli", "run", "default",
+                                    *tiny_overrides(tiny_model, prompts_file), "--run-dir", str(run_dir)],
+                                   timeout=1800)
+    assert code == 0, screen[-5000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return load_config("default", tiny_overrides(tiny_model, prompts_file)), run_dir, summary, screen
 
 
 def manifests(run_dir):
@@ -112,12 +116,27 @@ def test_show_and_runs_read_the_run_directory_back(first_run, capsys):
 
 
 def test_summary_json_and_output(first_run):
-    _, run_dir, summary, logs = first_run
+    _, run_dir, summary, screen = first_run
     saved = json.loads((run_dir / "summary.json").read_text())
     for key in ("sft_reward", "aligned_reward", "win_rate", "kl", "pairs", "stage_seconds", "mlflow_run_id"):
         assert key in saved
     assert set(saved["stage_seconds"]) == set(STAGES)
-    assert sum("running" in line for line in logs) == len(STAGES)
+    assert [line.split()[1] for line in screen.splitlines() if line.endswith(": running")] == [
+        f"{stage}:" for stage in STAGES]
+
+
+def test_the_console_shows_rayalign_and_run_log_the_libraries(first_run):
+    _, run_dir, summary, screen = first_run
+    lines = [line for line in screen.splitlines() if line.strip()]
+    # Two lines per stage, the run directory and log lines, the summary table: no library output.
+    assert len(lines) <= 2 * len(STAGES) + 2 + 30, screen
+    for noise in ("WARNING", "INFO", "Traceback", "(pid=", "row/s", "[A"):
+        assert noise not in screen, noise
+    assert f"win rate of aligned over SFT: {summary['win_rate']:.3f}" in screen
+    log = (run_dir / "run.log").read_text()
+    assert "rayalign: [1/" in log  # rayalign's own lines are in the log too, with the libraries'
+    for library in ("vLLM", "DeepSpeed", "Ray"):
+        assert library.lower() in log.lower(), library
 
 
 def test_win_rate_and_kl_follow_from_the_evaluation_table(first_run):
