@@ -209,9 +209,11 @@ def tiny_overrides(model: str, prompts: str) -> list[str]:
         "data.chat_template=true", "sample.k=4", "sample.max_tokens=16", "sample.max_model_len=256",
         "sample.resources.torch_threads=1", "sample.resources.batch_size=8",
         # The forward pass, not the sampler's log-probs: the e2e test compares the two.
-        "reference.reuse_sampler_logprobs=false", "reference.resources.torch_threads=1", "select.tau=0.05", "train.micro_batch_size=4",
+        "reference.reuse_sampler_logprobs=false", "reference.resources.torch_threads=1", "select.tau=0.05",
+        "train.micro_batch_size=4",
         # Two micro-batches per step and a warm-up: the e2e tests check both in the step history.
-        "train.gradient_accumulation_steps=2", "train.warmup_steps=2", "train.learning_rate=1e-3", "train.resources.torch_threads=1", "evaluate.samples_per_prompt=2",
+        "train.gradient_accumulation_steps=2", "train.warmup_steps=2", "train.learning_rate=1e-3",
+        "train.resources.torch_threads=1", "evaluate.samples_per_prompt=2",
     ]
 
 

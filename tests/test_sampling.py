@@ -70,7 +70,8 @@ def test_synced_weights_are_the_ones_vllm_samples_with(tiny_model, tmp_path, mod
     from rayalign.training.ppo import sync_weights
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    ids = tokenizer("the film was great but the plot was dull and the ending sad", add_special_tokens=False)["input_ids"]
+    text = "the film was great but the plot was dull and the ending sad"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     policy = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     sampler = VLLMSampler(**sampler_kwargs(tiny_model, SampleConfig(max_model_len=64), "float32", n=1, seed=0,
                                            stream="ppo", temperature=1.0, top_p=1.0))

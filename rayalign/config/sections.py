@@ -227,7 +227,9 @@ class TrainConfig(TrainerConfig):
     budget_lambda: float = Field(
         0.0, ge=0, description="Weight λ of the budget regulariser λ·max(0, log π_ref(y_w) − log π(y_w) − b); 0 = off."
     )
-    budget: float = Field(0.0, ge=0, description="Budget b (nats) the chosen log-likelihood may fall below the reference.")
+    budget: float = Field(
+        0.0, ge=0, description="Budget b (nats) the chosen log-likelihood may fall below the reference."
+    )
 
 
 class TextTrainerConfig(TrainerConfig):
@@ -332,13 +334,28 @@ class PPOConfig(TrainerConfig):
 
 class EvaluateConfig(Section):
     samples_per_prompt: int = Field(2, ge=1, description="Responses per held-out prompt and policy.")
-    gold_reward: Literal["vader"] = Field("vader", description="Reward that judges SFT vs aligned.")
+    gold_reward: Literal["vader", "reward_model"] = Field(
+        "vader", description="Reward that judges SFT vs aligned: 'vader' (the default task's sentiment), or "
+        "'reward_model': the checkpoint at evaluate.gold_reward_model_path, your own task's judge."
+    )
+    gold_reward_model_path: str | None = Field(
+        None, description="HF sequence-classification checkpoint that judges, for gold_reward: reward_model. Use "
+        "one other than the reward model that picks the pairs (score.reward_model_path): judged by the reward it "
+        "optimised, a method looks better than it is."
+    )
     seed: int = Field(1234, description="Sampling seed for evaluation (same for both policies).")
     temperature: float = Field(
         1.0, ge=0, description="Sampling temperature of both policies. The KL to the reference is estimated only at "
         "1 (with top_p 1), where the samples come from the aligned policy itself."
     )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass of both policies (see temperature).")
+
+    @model_validator(mode="after")
+    def _judge_needs_a_checkpoint(self) -> EvaluateConfig:
+        if self.gold_reward == "reward_model" and not self.gold_reward_model_path:
+            raise ValueError("evaluate.gold_reward=reward_model needs evaluate.gold_reward_model_path (an HF "
+                             "sequence-classification checkpoint)")
+        return self
 
 
 class TrackingConfig(Section):
@@ -351,7 +368,8 @@ class TrackingConfig(Section):
     )
     log_model: bool = Field(
         True, description="Log the aligned policy as an MLflow transformers model (MLflow 3 logged model, in the "
-        "training stage's nested run, so it links to the data it trained on; the evaluation metrics attach to it). "
+        "training stage's nested run, so it links to the data it trained on; the evaluation dataset is recorded "
+        "against it). "
         "It copies the checkpoint into the artifact store: turn off for large models when the run directory's "
         "copy is enough."
     )

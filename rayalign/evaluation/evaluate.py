@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import ray
 
 from rayalign.actors.logprobs import SequenceLogprobs
-from rayalign.actors.rewards import GOLD_REWARDS
+from rayalign.actors.rewards import gold_scorer
 from rayalign.actors.runtime import map_with_actors
 from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
 from rayalign.config import RunConfig
@@ -32,7 +32,7 @@ def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs
     if logprobs:
         ds = map_with_actors(ds, SequenceLogprobs, {"models": logprobs, "dtype": cfg.model.dtype,
                                                     "trust_remote_code": trust}, cfg.reference.resources)
-    ds = map_with_actors(ds, GOLD_REWARDS[ev.gold_reward], {}, cfg.score.resources)
+    ds = map_with_actors(ds, *gold_scorer(ev, trust), cfg.score.resources)
     return to_table(ds).sort_by([("prompt_id", "ascending"), ("sample_idx", "ascending")])
 
 

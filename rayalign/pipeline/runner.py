@@ -87,7 +87,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
     config = redact_secrets(cfg.model_dump(mode="json"))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy = resolve_model(cfg.model.policy)
-    for name in (cfg.model.reference, cfg.reward_model.base_model if cfg.reward_model.enabled else None):
+    for name in (cfg.model.reference, cfg.reward_model.base_model if cfg.reward_model.enabled else None,
+                 cfg.evaluate.gold_reward_model_path):
         if name:
             resolve_model(name)  # fail before any stage runs
     connect_ray(cfg.ray.address)

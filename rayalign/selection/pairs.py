@@ -56,7 +56,8 @@ def select_pairs(rows: list[dict[str, Any]], cfg: SelectConfig) -> Selection:
     elif cfg.strategy == "best_vs_worst":
         pairs = best_vs_worst(rewards)
     elif cfg.strategy == "rso":
-        rng = random.Random(derived_seed(cfg.seed, "rso", str(rows[0]["prompt_id"]))) if rows else random.Random(cfg.seed)
+        seed = derived_seed(cfg.seed, "rso", str(rows[0]["prompt_id"])) if rows else cfg.seed
+        rng = random.Random(seed)
         chosen = rso_sample(rewards, cfg.rso_samples_for(len(rows)), cfg.rso_beta, rng)
         accepted = len(chosen)
         # Acceptance order tracks reward (the max is accepted first), so pairing it as is would match

@@ -28,9 +28,9 @@ def label_prompts(ctx: RunContext) -> pa.Table:
                               "max_heldout_prompts": cfg.max_heldout_prompts}.items() if v is not None}
     if not caps:
         return read_table(ctx.path(prompts.STAGE))
-    capped = ctx.cfg.data.model_copy(update=caps)
+    capped, tok = ctx.cfg.data.model_copy(update=caps), tokenizer(ctx, ctx.base_policy)
     with data_errors():
-        return pa.concat_tables([schemas.PROMPTS.empty_table(), *first_prompts(capped, tokenizer(ctx, ctx.base_policy))])
+        return pa.concat_tables([schemas.PROMPTS.empty_table(), *first_prompts(capped, tok)])
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
