@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         from rayalign.jobs import JobError
         from rayalign.pipeline.context import StageError
         from rayalign.pipeline.runner import RayConnectError
+        from rayalign.pipeline.store import RunDirBusyError
 
-        if isinstance(exc, JobError):
+        if isinstance(exc, (JobError, RunDirBusyError)):
             _error(str(exc))
             return 1
         if isinstance(exc, (RayConnectError, StageError)):

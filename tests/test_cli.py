@@ -67,3 +67,19 @@ def test_a_run_without_a_current_summary_is_incomplete(capsys, tmp_path):
     assert "stages with outputs: prompts" in show(tmp_path / "r") and "incomplete" in show(tmp_path / "r")
     assert main(["runs", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[2].split()[:2] == ["r", "incomplete"]
+
+
+def test_a_second_run_on_a_busy_run_directory_refuses(capsys, tmp_path, tiny_model):
+    import os
+
+    from rayalign.pipeline.store import exclusive
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "sample").mkdir()  # what the first run has produced so far
+    with exclusive(run_dir):  # the first run, still working
+        code, err = run_cli(capsys, "run", "default", f"model.policy={tiny_model}", "--run-dir", str(run_dir))
+    assert code == 1 and f"is in use by another rayalign run (pid {os.getpid()})" in err and "--run-dir" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "run.log", "sample"]  # nothing else written
+    with exclusive(run_dir):  # free again once the first run ends
+        pass

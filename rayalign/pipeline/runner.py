@@ -18,7 +18,7 @@ from rayalign.pipeline.graph import cache_keys, inputs, plan
 from rayalign.pipeline.resources import ensure_resources
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stages import PIPELINE
-from rayalign.pipeline.store import StageStore
+from rayalign.pipeline.store import StageStore, exclusive
 from rayalign.pipeline.summary import build_summary, write_summary
 from rayalign.redaction import install_log_redaction, redact_secrets
 from rayalign.tracking import Tracker
@@ -80,10 +80,16 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
     """Run every incomplete node of the plan in order and return the summary (also written as
     summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; `rounds` repeats its
     per-round stages. What it records (config.yaml, summary.json, MLflow, log records) has its secrets
-    redacted (rayalign.redaction)."""
+    redacted (rayalign.redaction). One run at a time works in a run directory (store.exclusive)."""
     install_log_redaction()
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(run_dir):
+        return _run_locked(cfg, run_dir, tracking_uri, log, stages, rounds)
+
+
+def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Callable[[str], None],
+                stages: Sequence[Stage] | None, rounds: int) -> dict:
     config = redact_secrets(cfg.model_dump(mode="json"))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy = resolve_model(cfg.model.policy)

@@ -7,7 +7,9 @@ in only once complete, so a failed or interrupted stage never damages what exist
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -15,6 +17,30 @@ from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "_manifest.json"
+LOCK = ".lock"
+
+
+class RunDirBusyError(RuntimeError):
+    """Another rayalign run works in the same run directory."""
+
+
+@contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory for one run: a second run on it refuses instead of interleaving its
+    outputs with the first's. The lock is the kernel's (flock), so a killed run leaves none behind."""
+    with open(Path(run_dir) / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RunDirBusyError(
+                f"run directory {run_dir} is in use by another rayalign run (pid {holder}); wait for it to "
+                "finish, or give this run another --run-dir (run_dir= in rayalign.run)") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
 
 
 class StageStore:
