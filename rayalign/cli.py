@@ -13,16 +13,17 @@ from rayalign.redaction import redact_secrets
 def _run(args: argparse.Namespace) -> int:
     from rayalign.api import run
     from rayalign.console import LOG_FILE, quiet_console
+    from rayalign.pipeline.store import writable_run_dir
     from rayalign.pipeline.summary import format_summary
 
     overrides = list(args.overrides)
     if args.address:
         overrides.append(f"ray.address={args.address}")
     cfg = load_config(args.config, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-    log_file = run_dir.resolve() / LOG_FILE
+    run_dir = writable_run_dir(Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name)
+    log_file = run_dir / LOG_FILE
     with quiet_console(log_file, verbose=args.verbose) as say:
-        say(f"rayalign: run directory {run_dir.resolve()}"
+        say(f"rayalign: run directory {run_dir}"
             + ("" if args.verbose else f"\nrayalign: library output (Ray, vLLM, DeepSpeed, MLflow) in {log_file}"))
         summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri, log=say)
         say(format_summary(summary))
@@ -142,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         args.config = None
     from rayalign.data.prompts import PromptDataError
     from rayalign.models import ModelNotFoundError
+    from rayalign.pipeline.store import RunDirError
 
-    known = (ConfigError, PromptDataError, ModelNotFoundError, FileNotFoundError)
+    known = (ConfigError, PromptDataError, ModelNotFoundError, FileNotFoundError, RunDirError)
     try:
         return args.func(args)
     except known as exc:

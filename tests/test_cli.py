@@ -83,3 +83,9 @@ def test_a_second_run_on_a_busy_run_directory_refuses(capsys, tmp_path, tiny_mod
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "run.log", "sample"]  # nothing else written
     with exclusive(run_dir):  # free again once the first run ends
         pass
+
+
+def test_a_run_directory_that_cannot_be_written(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    code, err = run_cli(capsys, "run", "default", "--run-dir", str(tmp_path / "a-file" / "run"))
+    assert code == 2 and "cannot write the run directory" in err and "--run-dir" in err and "Traceback" not in err

@@ -18,7 +18,7 @@ from rayalign.pipeline.graph import cache_keys, inputs, plan
 from rayalign.pipeline.resources import ensure_resources
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stages import PIPELINE
-from rayalign.pipeline.store import StageStore, exclusive
+from rayalign.pipeline.store import StageStore, exclusive, writable_run_dir
 from rayalign.pipeline.summary import build_summary, write_summary
 from rayalign.redaction import install_log_redaction, redact_secrets
 from rayalign.tracking import Tracker
@@ -82,8 +82,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
     per-round stages. What it records (config.yaml, summary.json, MLflow, log records) has its secrets
     redacted (rayalign.redaction). One run at a time works in a run directory (store.exclusive)."""
     install_log_redaction()
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = writable_run_dir(run_dir)
     with exclusive(run_dir):
         return _run_locked(cfg, run_dir, tracking_uri, log, stages, rounds)
 

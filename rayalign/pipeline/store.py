@@ -24,6 +24,24 @@ class RunDirBusyError(RuntimeError):
     """Another rayalign run works in the same run directory."""
 
 
+class RunDirError(OSError):
+    """A run directory that cannot be created or written."""
+
+
+def writable_run_dir(run_dir: Path) -> Path:
+    """`run_dir`, created if need be and checked writable, resolved."""
+    run_dir = Path(run_dir).expanduser()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"cannot write the run directory {run_dir}: {e.strerror or e}; give the run a directory "
+                          "it can write (--run-dir, or run_dir= in rayalign.run)") from None
+    return run_dir.resolve()
+
+
 @contextmanager
 def exclusive(run_dir: Path) -> Iterator[None]:
     """Hold the run directory for one run: a second run on it refuses instead of interleaving its
