@@ -100,8 +100,8 @@ class Tracker:
 
     def log_missing_steps(self, steps: list[tuple[int, dict[str, float]]], prefix: str = "") -> None:
         """(step, metrics) series into the active run as '<prefix><name>', but the steps the run already
-        has (logged live by a training stage's workers): a rerun, a resumed stage or a tracking
-        outage during training leaves every step in MLflow once."""
+        has (logged live by a training stage's workers), so neither a rerun nor a tracking outage
+        during training leaves a step missing or twice."""
         if not steps:
             return
         probe = f"{prefix}{next(iter(steps[0][1]))}"
