@@ -26,10 +26,6 @@ def _run(args: argparse.Namespace) -> int:
         say(f"rayalign: run directory {run_dir}"
             + ("" if args.verbose else f"\nrayalign: library output (Ray, vLLM, DeepSpeed, MLflow) in {log_file}"))
         summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri, log=say)
-        # Workers' last lines still reach the driver after the run: let them land in run.log.
-        import ray
-
-        ray.shutdown()
         say(format_summary(summary))
     return 0
 

@@ -27,7 +27,9 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Callable[[s
     """Within the block, library output goes to `log_file` (appended); yields say(line), which
     prints a line on the console and records it in the log. With `verbose`, nothing is
     redirected: library output stays on the console as well. An exception leaving the block
-    is recorded in the log with its traceback and reaches the console as usual."""
+    is recorded in the log with its traceback and reaches the console as usual. After a block
+    that succeeds, the process's output keeps going to the log: what still comes (Ray forwarding
+    a worker's last lines, its shutdown at exit) is library output too, so call it last."""
     if verbose:
         yield lambda line: print(line, flush=True)
         return
@@ -59,18 +61,18 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Callable[[s
         yield say
     except BaseException:
         log.write(traceback.format_exc().encode())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)  # the error reaches the console
+        os.dup2(saved[1], 2)
         raise
     finally:
         warnings.showwarning = library_warning
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
         if console is not sys.stdout:
             console.close()
-        log.close()
+        log.close()  # fds 1 and 2, after a success, still point at the log file
 
 
 def _writes_to_fd(stream, fd: int) -> bool:

@@ -20,7 +20,11 @@ SCRIPT = textwrap.dedent("""
         os.write(2, b"C code writes to fd 2\\n")
         warnings.warn_explicit("a library warns", UserWarning, "/site-packages/lib.py", 1)
         warnings.warn_explicit("rayalign warns", UserWarning, PACKAGE_DIR + "/config/loader.py", 1)
-        raise RuntimeError("the stage failed")
+        if sys.argv[2] == "succeeds":
+            say("summary")
+        else:
+            raise RuntimeError("the stage failed")
+    print("a worker's last line, forwarded late")
 """)
 
 
@@ -40,6 +44,12 @@ def test_library_output_goes_to_run_log_and_errors_reach_the_console(tmp_path):
         assert library not in console and library in log
     assert "RuntimeError: the stage failed" in done.stderr and "RuntimeError: the stage failed" in log
     assert "rayalign: [1/2] sample: running" in log
+
+
+def test_what_comes_after_a_successful_run_goes_to_run_log(tmp_path):
+    done, log = run(tmp_path, "succeeds")
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "summary"
+    assert "a worker's last line, forwarded late" in log and "forwarded late" not in done.stdout + done.stderr
 
 
 def test_verbose_shows_everything_on_the_console(tmp_path):
