@@ -86,12 +86,12 @@ def training_run(ctx: RunContext, folder: Path, params: dict, consumed: dict[str
     registered under tracking.register_model, and named by tags of the pipeline's run."""
     if data is not None:
         consumed = {**consumed, "data": str(data)}
-    node = ctx.node.id
-    ctx.tracker.log_missing_steps(_steps(folder), f"{node}/")
+    node, steps = ctx.node.id, _steps(folder)
+    ctx.tracker.log_missing_steps(steps, f"{node}/")
     with ctx.tracker.child_run(node, params=params, consumed=consumed, produced={"model": str(folder / "model")}):
         if data is not None:
             ctx.tracker.log_dataset(read_table(data), data_name, data, context="training")
-        ctx.tracker.log_missing_steps(_steps(folder))  # one training per run: TRL's metric names as they are
+        ctx.tracker.log_missing_steps(steps)  # one training per run: TRL's metric names as they are
         ctx.tracker.log_metrics(ctx.store.manifest(node)["metrics"])
         tracking = ctx.cfg.tracking
         model_id = (ctx.tracker.log_model(folder / "model", "aligned_model", tracking.register_model)
