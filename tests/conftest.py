@@ -16,6 +16,11 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The process's MLflow settings as the suite starts: a Tracker in the test process (and
+# mlflow.set_tracking_uri) exports MLFLOW_TRACKING_URI and sets MLflow's global URI, which
+# later tests would otherwise inherit (a server a finished module stopped, say).
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+MLFLOW_BASELINE = {var: os.environ.get(var) for var in MLFLOW_ENV}
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -56,6 +61,23 @@ def build_tokenizer(path: Path, bos: bool = False):
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(path)
     return fast
+
+
+@pytest.fixture(autouse=True)
+def mlflow_baseline():
+    """Each test starts, and leaves, with the suite's MLflow URI settings (see MLFLOW_BASELINE)."""
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    def reset():
+        for var, value in MLFLOW_BASELINE.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        tracking_utils._tracking_uri = None
+    reset()
+    yield
+    reset()
 
 
 def tiny_llama_config(tokenizer, **kw):

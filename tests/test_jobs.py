@@ -117,10 +117,9 @@ def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_model, pr
     assert model.model_id in {m.model_id for m in run.inputs.model_inputs}  # evaluated by the pipeline run
     [version] = client.search_model_versions(f"name = '{REGISTERED}'")
     assert model.model_id in version.source  # models:/<model id>
-    import mlflow
+    from mlflow.artifacts import download_artifacts
 
-    mlflow.set_tracking_uri(uri)
-    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{REGISTERED}/{version.version}"))
+    downloaded = Path(download_artifacts(f"models:/{REGISTERED}/{version.version}", tracking_uri=uri))
     assert {"config.json", "model.safetensors"} <= {p.name for p in downloaded.rglob("*")}
 
 

@@ -13,14 +13,9 @@ from tests.conftest import free_port
 
 
 @pytest.fixture
-def tracker(tmp_path, monkeypatch):
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-
+def tracker(tmp_path):
     from rayalign.tracking import Tracker
 
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI and sets a global: restored for later tests.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
     (tmp_path / "run").mkdir()
     tracker = Tracker(load_config("default", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]), tmp_path / "run")
     yield tracker

@@ -155,15 +155,9 @@ def test_a_run_records_no_secret(tmp_path, tiny_model, ray_local, monkeypatch):
 def test_tracking_uri_credentials_connect_but_are_not_recorded(mlflow_server, tmp_path, monkeypatch, capsys):
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from rayalign.tracking import RUN_FILE, Tracker
 
-    # Restored after the test, as later tests expect them: the Tracker turns MLflow's run-URL
-    # printing off for this URI, and mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI.
-    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
     mlflow_server["wait_ready"]()
     plain = mlflow_server["uri"]
     secret_uri = plain.replace("http://", f"http://rayalign:{PW}@")
