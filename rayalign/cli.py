@@ -22,11 +22,12 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     run_dir = writable_run_dir(Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name)
     log_file = run_dir / LOG_FILE
-    with quiet_console(log_file, verbose=args.verbose) as say:
-        say(f"rayalign: run directory {run_dir}"
-            + ("" if args.verbose else f"\nrayalign: library output (Ray, vLLM, DeepSpeed, MLflow) in {log_file}"))
-        summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri, log=say)
-        say(format_summary(summary))
+    with quiet_console(log_file, verbose=args.verbose) as console:
+        libraries = f"\nrayalign: library output (Ray, vLLM, DeepSpeed, MLflow) in {log_file}"
+        console.say(f"rayalign: run directory {run_dir}" + ("" if args.verbose else libraries))
+        summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri, log=console.say,
+                      progress=console.status if console.live else None)
+        console.say(format_summary(summary))
     return 0
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,16 +23,52 @@ LOG_FILE = "run.log"
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
+class Console:
+    """rayalign's lines: say(line) prints a line (and records it in the log, if any); status(line)
+    redraws the one live line under them (a stage's progress bar), on a terminal only."""
+
+    def __init__(self, stream, log=None, live: bool = True) -> None:
+        self.stream, self.log = stream, log
+        self.live = live and _is_terminal(stream)
+        self.showing = False
+        self.lock = threading.Lock()  # the progress thread draws while the driver says
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            self._draw("")
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            if self.log is not None:
+                self.log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} rayalign: {line}\n".encode())
+
+    def status(self, line: str) -> None:
+        """Replace the live line with `line` ('' clears it), cut to the terminal's width."""
+        with self.lock:
+            self._draw(line)
+
+    def _draw(self, line: str) -> None:
+        if not self.live or (not line and not self.showing):
+            return
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns or 80  # 0: a terminal that never said
+        except OSError:
+            width = 80
+        self.stream.write("\r\x1b[2K" + line[:width - 1])  # erase the line, then draw it
+        self.stream.flush()
+        self.showing = bool(line)
+
+
 @contextmanager
-def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Callable[[str], None]]:
-    """Within the block, library output goes to `log_file` (appended); yields say(line), which
-    prints a line on the console and records it in the log. With `verbose`, nothing is
-    redirected: library output stays on the console as well. An exception leaving the block
-    is recorded in the log with its traceback and reaches the console as usual. After a block
-    that succeeds, the process's output keeps going to the log: what still comes (Ray forwarding
-    a worker's last lines, its shutdown at exit) is library output too, so call it last."""
+def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
+    """Within the block, library output goes to `log_file` (appended); yields the Console whose
+    say(line) prints a line on the console and records it in the log. With `verbose`, nothing is
+    redirected: library output stays on the console as well, and there is no live line (library
+    output would tear it). An exception leaving the block is recorded in the log with its
+    traceback and reaches the console as usual. After a block that succeeds, the process's output
+    keeps going to the log: what still comes (Ray forwarding a worker's last lines, its shutdown at
+    exit) is library output too, so call it last."""
     if verbose:
-        yield lambda line: print(line, flush=True)
+        yield Console(sys.stdout, live=False)
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -39,11 +76,9 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Callable[[s
     saved = os.dup(1), os.dup(2)
     log = open(log_file, "ab", buffering=0)
     # The console is the original fd 1, unless sys.stdout is not fd 1 at all (a notebook, a test's capture).
-    console = os.fdopen(os.dup(saved[0]), "w", buffering=1) if _writes_to_fd(sys.stdout, 1) else sys.stdout
-
-    def say(line: str) -> None:
-        console.write(line + "\n")
-        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} rayalign: {line}\n".encode())
+    stream = os.fdopen(os.dup(saved[0]), "w", buffering=1) if _writes_to_fd(sys.stdout, 1) else sys.stdout
+    console = Console(stream, log)
+    say = console.say
 
     library_warning = warnings.showwarning
 
@@ -58,8 +93,9 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Callable[[s
     os.dup2(log.fileno(), 2)
     warnings.showwarning = show_warning
     try:
-        yield say
+        yield console
     except BaseException:
+        console.status("")
         log.write(traceback.format_exc().encode())
         sys.stdout.flush()
         sys.stderr.flush()
@@ -70,8 +106,8 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Callable[[s
         warnings.showwarning = library_warning
         for fd in saved:
             os.close(fd)
-        if console is not sys.stdout:
-            console.close()
+        if stream is not sys.stdout:
+            stream.close()
         log.close()  # fds 1 and 2, after a success, still point at the log file
 
 
@@ -79,4 +115,11 @@ def _writes_to_fd(stream, fd: int) -> bool:
     try:
         return stream.fileno() == fd
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return False
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
         return False

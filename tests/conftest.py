@@ -145,9 +145,11 @@ def ray_local():
     ray.shutdown()
 
 
-def run_in_terminal(argv: list[str], timeout: float, cwd: Path | None = None) -> tuple[int, str]:
+def run_in_terminal(argv: list[str], timeout: float, cwd: Path | None = None,
+                    record: Path | None = None) -> tuple[int, str]:
     """Run a command in a real terminal (a detached tmux session, 200 × 50) and return its exit
-    code and everything the terminal showed; without tmux, with its output on a pipe."""
+    code and everything the terminal showed; without tmux, with its output on a pipe. `record`
+    gets every byte the command wrote to the terminal, redrawn lines included."""
     import shlex
     import shutil
     import tempfile
@@ -156,14 +158,19 @@ def run_in_terminal(argv: list[str], timeout: float, cwd: Path | None = None) ->
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     if shutil.which("tmux") is None:
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        if record is not None:
+            record.write_text(done.stdout)
         return done.returncode, done.stdout + done.stderr
     name = f"rayalign-{uuid.uuid4().hex[:8]}"
-    command = f"{shlex.join(argv)}; echo RAYALIGN_EXIT=$?; sleep 3600"
+    # The pause lets pipe-pane attach before the command writes.
+    command = f"sleep 1; {shlex.join(argv)}; echo RAYALIGN_EXIT=$?; sleep 3600"
     conf = Path(tempfile.mkdtemp(prefix="rayalign-tmux-")) / "tmux.conf"
     conf.write_text("set-option -g history-limit 100000\n")  # the whole output, not the last 2,000 lines
     tmux = ["tmux", "-L", name, "-f", str(conf)]  # a server of its own, started with this environment
     subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", str(cwd or Path.cwd()),
                     command], env=env, check=True)
+    if record is not None:
+        subprocess.run([*tmux, "pipe-pane", "-o", "-t", name, f"cat >> {shlex.quote(str(record))}"], check=True)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -14,7 +14,8 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from rayalign.console import PACKAGE_DIR, quiet_console
 
-    with quiet_console(Path(sys.argv[1]), verbose=sys.argv[2] == "verbose") as say:
+    with quiet_console(Path(sys.argv[1]), verbose=sys.argv[2] == "verbose") as console:
+        say = console.say
         say("[1/2] sample: running")
         print("a library prints")
         os.write(2, b"C code writes to fd 2\\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 
 import mlflow
@@ -31,10 +32,13 @@ def first_run(tmp_path_factory, tiny_model, prompts_file, ray_local):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     code, screen = run_in_terminal([sys.executable, "-m", "rayalign.cli", "run", "default",
                                     *tiny_overrides(tiny_model, prompts_file), "--run-dir", str(run_dir)],
-                                   timeout=1800)
+                                   timeout=1800, record=run_dir.parent / TERMINAL)
     assert code == 0, screen[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     return load_config("default", tiny_overrides(tiny_model, prompts_file)), run_dir, summary, screen
+
+
+TERMINAL = "terminal.bytes"  # every byte `rayalign run` wrote to the terminal
 
 
 def manifests(run_dir):
@@ -133,6 +137,12 @@ def test_the_console_shows_rayalign_and_run_log_the_libraries(first_run):
     for noise in ("WARNING", "INFO", "Traceback", "(pid=", "row/s", "[A"):
         assert noise not in screen, noise
     assert f"win rate of aligned over SFT: {summary['win_rate']:.3f}" in screen
+    # A live bar while a stage works, redrawn in place and gone when the stage's line is printed.
+    written = (run_dir.parent / TERMINAL).read_text()
+    assert re.search(r"\] sample: \[[█░]{20}\] \d+/\d+ responses", written), written[-3000:]
+    steps = json.loads((run_dir / "train" / "_manifest.json").read_text())["metrics"]["steps"]
+    assert re.search(rf"\] train: \[█{{20}}\] {steps}/{steps} steps · \d+ tok/s · 0s left", written), written[-3000:]
+    assert "█" not in screen and "░" not in screen
     log = (run_dir / "run.log").read_text()
     assert "rayalign: [1/" in log  # rayalign's own lines are in the log too, with the libraries'
     for library in ("vLLM", "DeepSpeed", "Ray"):

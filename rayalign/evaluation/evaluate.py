@@ -20,9 +20,11 @@ from rayalign.data import schemas
 from rayalign.data.prompts import split_prompts
 from rayalign.data.ray_io import to_table
 from rayalign.evaluation.metrics import mean, win_rate
+from rayalign.progress import NO_PROGRESS, Progress
 
 
-def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs: dict[str, str]) -> pa.Table:
+def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs: dict[str, str],
+                    progress: Progress) -> pa.Table:
     ev = cfg.evaluate
     # Both policies draw from one random stream: the comparison is paired, prompt by prompt.
     trust = cfg.model.trust_remote_code
@@ -32,19 +34,22 @@ def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs
     if logprobs:
         ds = map_with_actors(ds, SequenceLogprobs, {"models": logprobs, "dtype": cfg.model.dtype,
                                                     "trust_remote_code": trust}, cfg.reference.resources)
-    ds = map_with_actors(ds, *gold_scorer(ev, trust), cfg.score.resources)
+    ds = progress.count(map_with_actors(ds, *gold_scorer(ev, trust), cfg.score.resources))
     return to_table(ds).sort_by([("prompt_id", "ascending"), ("sample_idx", "ascending")])
 
 
-def kl_samples(prompts: pa.Table, policy_path: str, ref_path: str, cfg: RunConfig) -> pa.Table:
+def kl_samples(prompts: pa.Table, policy_path: str, ref_path: str, cfg: RunConfig,
+               progress: Progress = NO_PROGRESS) -> pa.Table:
     """The policy's samples on `prompts` with log π_θ (policy_logprob) and log π_ref (ref_logprob) of
     each, both from the same forward pass code: their difference is a per-sequence KL sample."""
-    return _policy_samples(prompts, policy_path, cfg, {"policy_logprob": policy_path, "ref_logprob": ref_path})
+    return _policy_samples(prompts, policy_path, cfg, {"policy_logprob": policy_path, "ref_logprob": ref_path},
+                           progress)
 
 
 def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str, cfg: RunConfig,
-             out: Path) -> tuple[pa.Table, dict[str, float]]:
-    """The evaluate table (schemas.EVALUATE) written under `out`, and its summary metrics.
+             out: Path, progress: Progress = NO_PROGRESS) -> tuple[pa.Table, dict[str, float]]:
+    """The evaluate table (schemas.EVALUATE) written under `out`, and its summary metrics; both
+    policies' scored responses count on `progress`.
 
     The KL estimate E_{y∼π_θ}[log π_θ(y) − log π_ref(y)] needs samples from π_θ itself: at an
     evaluate.temperature or top_p other than 1 it is not computed (kl is null)."""
@@ -55,9 +60,10 @@ def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str,
                       "from the aligned policy itself, so no KL is reported; set both to 1 for a KL estimate",
                       stacklevel=2)
     heldout = split_prompts(prompts, "heldout")
-    sft = _policy_samples(heldout, sft_path, cfg, {})
-    aligned = (kl_samples(heldout, aligned_path, ref_path, cfg) if with_kl
-               else _policy_samples(heldout, aligned_path, cfg, {}))
+    progress.phase(2 * heldout.num_rows * ev.samples_per_prompt, "responses")
+    sft = _policy_samples(heldout, sft_path, cfg, {}, progress)
+    aligned = (kl_samples(heldout, aligned_path, ref_path, cfg, progress) if with_kl
+               else _policy_samples(heldout, aligned_path, cfg, {}, progress))
     if sft.num_rows != aligned.num_rows:
         raise RuntimeError(f"evaluation sampled {sft.num_rows} SFT but {aligned.num_rows} aligned responses")
     kl = (pc.subtract(aligned["policy_logprob"], aligned["ref_logprob"]) if with_kl

@@ -3,13 +3,14 @@ the other stages of the run put their outputs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rayalign.config import RunConfig
 from rayalign.pipeline.graph import Node, latest_policy, resolve
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.store import StageStore
+from rayalign.progress import Progress
 from rayalign.tracking import Tracker
 
 
@@ -27,11 +28,11 @@ class RunContext:
     nodes: tuple[Node, ...] = ()  # the run's plan, in order
     keys: dict[str, str] = field(default_factory=dict)  # cache key of every node, by id
     node: Node | None = None  # the node being run
+    progress: Progress = field(default_factory=Progress)  # the live progress of the running stage
 
     def at(self, node: Node) -> RunContext:
         """This context as seen by `node`."""
-        return RunContext(self.cfg, self.run_dir, self.store, self.base_policy, self.tracker, self.nodes,
-                          self.keys, node)
+        return replace(self, node=node)
 
     @property
     def round(self) -> int:

@@ -20,6 +20,7 @@ from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stages import PIPELINE
 from rayalign.pipeline.store import StageStore, exclusive, writable_run_dir
 from rayalign.pipeline.summary import build_summary, write_summary
+from rayalign.progress import Progress
 from rayalign.redaction import install_log_redaction, redact_secrets
 from rayalign.tracking import Tracker
 
@@ -76,19 +77,21 @@ def _track(ctx: RunContext, manifest: dict) -> None:
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
                  log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
-                 rounds: int = 1) -> dict:
+                 rounds: int = 1, progress: Callable[[str], None] | None = None) -> dict:
     """Run every incomplete node of the plan in order and return the summary (also written as
     summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; `rounds` repeats its
-    per-round stages. What it records (config.yaml, summary.json, MLflow, log records) has its secrets
-    redacted (rayalign.redaction). One run at a time works in a run directory (store.exclusive)."""
+    per-round stages. `progress` gets the running stage's live progress line (rayalign.progress)
+    twice a second, and '' when the stage ends. What it records (config.yaml, summary.json, MLflow,
+    log records) has its secrets redacted (rayalign.redaction). One run at a time works in a run
+    directory (store.exclusive)."""
     install_log_redaction()
     run_dir = writable_run_dir(run_dir)
     with exclusive(run_dir):
-        return _run_locked(cfg, run_dir, tracking_uri, log, stages, rounds)
+        return _run_locked(cfg, run_dir, tracking_uri, log, stages, rounds, progress)
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Callable[[str], None],
-                stages: Sequence[Stage] | None, rounds: int) -> dict:
+                stages: Sequence[Stage] | None, rounds: int, progress: Callable[[str], None] | None) -> dict:
     config = redact_secrets(cfg.model_dump(mode="json"))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy = resolve_model(cfg.model.policy)
@@ -101,7 +104,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Ca
     keys = cache_keys(nodes, cfg)
     store = StageStore(run_dir)
     tracker = Tracker(cfg, run_dir, tracking_uri)
-    run = RunContext(cfg, run_dir, store, policy, tracker, tuple(nodes), keys)
+    run = RunContext(cfg, run_dir, store, policy, tracker, tuple(nodes), keys,
+                     progress=Progress.start() if progress else Progress())
     manifests = {}
     try:
         for number, node in enumerate(nodes, 1):
@@ -116,7 +120,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Ca
             log(f"{head}: running")
             start = time.perf_counter()
             with store.writing(node.id) as partial:
-                metrics = node.stage.run(ctx, partial)
+                with run.progress.shown(progress, head):
+                    metrics = node.stage.run(ctx, partial)
                 manifest = {"config_hash": keys[node.id], "seconds": time.perf_counter() - start,
                             "rows": int(metrics.get("rows", 0)), "metrics": metrics,
                             "inputs": {n.id: keys[n.id] for n in inputs(node, nodes[:number - 1])}}

@@ -19,7 +19,7 @@ from rayalign.data.ray_io import write
 from rayalign.pipeline.context import RunContext
 from rayalign.pretrained import load_tokenizer
 from rayalign.training.live_metrics import step_metrics
-from rayalign.training.loop import read_history
+from rayalign.training.loop import planned_steps, read_history
 from rayalign.training.trainer import fit
 
 
@@ -50,7 +50,8 @@ def sample_prompts(ctx: RunContext, prompts: ray.data.Dataset, out: Path, n: int
     kwargs = sampler_kwargs(ctx.latest_policy(), cfg.sample, cfg.model.dtype, n=n, seed=seed, stream=stream,
                             temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
                             trust_remote_code=cfg.model.trust_remote_code)
-    ds = map_with_actors(prompts, VLLMSampler, kwargs, cfg.sample.resources)
+    ds = ctx.progress.counted(map_with_actors(prompts, VLLMSampler, kwargs, cfg.sample.resources),
+                              lambda: prompts.count() * n, "responses")
     rows, seconds = timed_write(ds, out)
     table = read_table(out)
     metrics = token_metrics(table, seconds)
@@ -59,13 +60,15 @@ def sample_prompts(ctx: RunContext, prompts: ray.data.Dataset, out: Path, n: int
 
 
 def fit_node(ctx: RunContext, loop: Callable[[dict], None], loop_config: dict, cfg: TrainerConfig,
-             dataset: ray.data.Dataset, out: Path) -> list[dict]:
+             dataset: ray.data.Dataset, out: Path, steps: int | None = None) -> list[dict]:
     """training.trainer.fit for the current training node: its Ray Train run named by its cache key,
-    the run's model.trust_remote_code, and its step metrics live into the pipeline's MLflow run as
-    '<node>/<metric>'. Returns the per-step history."""
+    the run's model.trust_remote_code, its step metrics live into the pipeline's MLflow run as
+    '<node>/<metric>', and its `steps` (default: planned_steps of the dataset) on the progress bar.
+    Returns the per-step history."""
     tracking = {"uri": ctx.tracker.uri, "run_id": ctx.tracker.run_id, "prefix": f"{ctx.node.id}/"}
-    return fit(loop, {**loop_config, "tracking": tracking}, cfg, dataset, ctx.train_name(), ctx.run_dir, out,
-               trust_remote_code=ctx.cfg.model.trust_remote_code)
+    ctx.progress.phase(lambda: steps or planned_steps(dataset.count(), cfg), "steps")
+    return fit(loop, {**loop_config, "tracking": tracking, "progress": ctx.progress.board}, cfg, dataset,
+               ctx.train_name(), ctx.run_dir, out, trust_remote_code=ctx.cfg.model.trust_remote_code)
 
 
 def _steps(folder: Path) -> list[tuple[int, dict[str, float]]]:

@@ -27,6 +27,7 @@ import torch
 from rayalign.actors.runtime import set_torch_threads
 from rayalign.config import TrainerConfig
 from rayalign.pretrained import load_tokenizer
+from rayalign.progress import reporter
 from rayalign.training.deepspeed_config import deepspeed_clips, deepspeed_config
 from rayalign.training.live_metrics import live_logger
 
@@ -137,7 +138,7 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
         ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
         engine.destroy()
         return
-    log = live_logger(loop_config.get("tracking") if rank == 0 else None)
+    log = step_logger(loop_config, rank, done=len(history))
     started = time.perf_counter()
     for epoch, micro_batches, step_rows in training_steps(ray.train.get_dataset_shard("train"), cfg, world, rank,
                                                           done=len(history)):
@@ -165,6 +166,29 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
                            "give the stage more data or lower resources.num_workers")
     report_final(engine, tokenizer, history, rank, cfg.zero_stage)
     engine.destroy()
+
+
+def step_logger(loop_config: dict, rank: int, done: int) -> Callable[[dict, int], None]:
+    """log(row, step) of a training loop's optimizer steps, from rank 0: the step's metrics live into
+    MLflow (loop_config["tracking"]) and a step on the stage's progress bar (loop_config["progress"]),
+    where the `done` steps a resumed run skips are already counted."""
+    metrics = live_logger(loop_config.get("tracking") if rank == 0 else None)
+    count = reporter(loop_config.get("progress") if rank == 0 else None)
+    count(done, skipped=True)
+
+    def log(row: dict, step: int) -> None:
+        metrics(row, step)
+        count(1, int(row.get("tokens") or 0))
+    return log
+
+
+def planned_steps(rows: int, cfg: TrainerConfig) -> int:
+    """The optimizer steps training_steps makes of `rows` rows: per epoch, the global micro-batches
+    (a last one smaller than the world is skipped) in groups of gradient_accumulation_steps."""
+    world = cfg.resources.num_workers
+    rows_per_batch = cfg.micro_batch_size * world
+    batches = rows // rows_per_batch + (1 if rows % rows_per_batch >= world else 0)
+    return cfg.epochs * -(-batches // cfg.gradient_accumulation_steps)
 
 
 def setup_worker(loop_config: dict, cfg: TrainerConfig) -> tuple[int, int, torch.device]:

@@ -27,8 +27,8 @@ from rayalign.logprobs import pad_batch, token_logprobs
 from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean, masked_whiten,
                                  ppo_policy_loss, ppo_value_loss)
 from rayalign.pretrained import load_model, load_tokenizer
-from rayalign.training.live_metrics import live_logger
-from rayalign.training.loop import deepspeed_engine, grad_norm, report_final, report_resumable, resume, setup_worker
+from rayalign.training.loop import (deepspeed_engine, grad_norm, report_final, report_resumable, resume, setup_worker,
+                                    step_logger)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -140,7 +140,6 @@ def train_loop(loop_config: dict) -> None:
     scorer = scorer_class(**scorer_kwargs)  # the score stage's reward actor, called in process
     sampler = VLLMSampler(**loop_config["sampler"])
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-    log = live_logger(loop_config.get("tracking") if rank == 0 else None)
     training_prompts = list(ray.train.get_dataset_shard("train").iter_rows())
     rng = random.Random(cfg.seed)
     engines = {"policy": policy, "critic": critic}
@@ -148,6 +147,7 @@ def train_loop(loop_config: dict) -> None:
     if final is not None:  # the run had finished; only its final report was lost
         ray.train.report({**history[-1], "final": 1}, checkpoint=final if rank == 0 else None)
         return
+    log = step_logger(loop_config, rank, done=len(history))
     scratch = Path(tempfile.mkdtemp(prefix="rayalign-ppo-sync-"))  # weight_sync=checkpoint writes here
     if history:  # resumed: the KL coefficient, the mini-batch shuffles and vLLM's weights as they were
         kl_ctl.value = saved["kl_coef"]

@@ -21,7 +21,7 @@ PLOT = "reward_distribution.png"
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     table, metrics = evaluate(read_table(ctx.path(prompts.STAGE)), sft.policy(ctx), ctx.latest_policy(),
-                              reference.reference_model(ctx), ctx.cfg, out)
+                              reference.reference_model(ctx), ctx.cfg, out, ctx.progress)
     save(figure(ctx, out), out / PLOT)
     return {"rows": table.num_rows, **metrics}
 

@@ -12,7 +12,7 @@ from rayalign.actors.rewards import GOLD_REWARDS
 from rayalign.actors.runtime import map_with_actors
 from rayalign.annotator import LABELS, label_group
 from rayalign.config import settings
-from rayalign.data.parquet import read_table
+from rayalign.data.parquet import parquet_rows, read_table
 from rayalign.data.ray_io import read_stage
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.resources import actor_bundles
@@ -25,8 +25,9 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.label
     prompts = label_sample.label_prompts(ctx)
     splits = dict(zip(prompts["prompt_id"].to_pylist(), prompts["split"].to_pylist()))
-    scored = map_with_actors(read_stage(ctx.path(label_sample.STAGE)), GOLD_REWARDS[cfg.gold_reward], {},
-                             ctx.cfg.score.resources)
+    responses = ctx.path(label_sample.STAGE)
+    scored = map_with_actors(read_stage(responses), GOLD_REWARDS[cfg.gold_reward], {}, ctx.cfg.score.resources)
+    scored = ctx.progress.counted(scored, lambda: parquet_rows(responses), "responses")
     ds = scored.groupby("prompt_id").map_groups(label_group, fn_kwargs={"cfg": cfg, "splits": splits},
                                                 batch_format="pyarrow")
     rows, seconds = timed_write(ds, out)

@@ -42,7 +42,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
                                   top_p=cfg.sample.top_p, trust_remote_code=trust),
     }
     start = time.perf_counter()
-    history = fit_node(ctx, train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), out)
+    history = fit_node(ctx, train_loop, loop_config, cfg.ppo, ray.data.from_arrow(train), out, steps=cfg.ppo.steps)
     seconds, last = time.perf_counter() - start, history[-1]
     save(reward_vs_kl(history), out / PLOT)
     return {"rows": train.num_rows, "seconds": seconds, "final_reward_mean": last["reward_mean"],

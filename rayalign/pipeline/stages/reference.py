@@ -12,7 +12,7 @@ from rayalign.actors.logprobs import SequenceLogprobs
 from rayalign.actors.runtime import map_with_actors
 from rayalign.config import RunConfig, settings
 from rayalign.data import schemas
-from rayalign.data.parquet import read_table
+from rayalign.data.parquet import parquet_rows, read_table
 from rayalign.data.ray_io import read_stage
 from rayalign.models import resolve_model
 from rayalign.pipeline.context import RunContext
@@ -48,6 +48,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
                                                     "dtype": cfg.model.dtype,
                                                     "trust_remote_code": cfg.model.trust_remote_code},
                              cfg.reference.resources)
+        ds = ctx.progress.counted(ds, lambda: parquet_rows(ctx.path(sample.STAGE)), "responses")
     _, seconds = timed_write(ds, out)
     return token_metrics(read_table(out), seconds)
 

@@ -63,9 +63,10 @@ def score_pairs(pairs: pa.Table, model_path: str, ctx: RunContext) -> tuple[list
     distinct, index = distinct_index(list(zip(prompts, pairs["chosen"].to_pylist() + pairs["rejected"].to_pylist())))
     rows = pa.table({"row": list(range(len(distinct))), "prompt": [p for p, _ in distinct],
                      "response": [r for _, r in distinct]})
-    ds = map_with_actors(ray.data.from_arrow(rows), RewardModelScorer,
-                         {"model_path": model_path, "trust_remote_code": ctx.cfg.model.trust_remote_code},
-                         ctx.cfg.score.resources)
+    ds = ctx.progress.counted(map_with_actors(
+        ray.data.from_arrow(rows), RewardModelScorer,
+        {"model_path": model_path, "trust_remote_code": ctx.cfg.model.trust_remote_code}, ctx.cfg.score.resources),
+        rows.num_rows, "held-out responses")
     scored = to_table(ds).sort_by("row")["reward"].to_pylist()
     scores = [scored[i] for i in index]
     return scores[:n], scores[n:]

@@ -10,7 +10,7 @@ from rayalign.actors.rewards import scorer_for
 from rayalign.actors.runtime import map_with_actors
 from rayalign.config import settings
 from rayalign.data import schemas
-from rayalign.data.parquet import read_table
+from rayalign.data.parquet import parquet_rows, read_table
 from rayalign.data.ray_io import read_stage
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import actor_bundles
@@ -21,7 +21,9 @@ from rayalign.pipeline.stages import reference, reward_model
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     scorer, kwargs = scorer_for(ctx.cfg.score, reward_model.scoring_model(ctx), ctx.cfg.model.trust_remote_code)
-    ds = map_with_actors(read_stage(ctx.path(reference.STAGE)), scorer, kwargs, ctx.cfg.score.resources)
+    responses = ctx.path(reference.STAGE)
+    ds = ctx.progress.counted(map_with_actors(read_stage(responses), scorer, kwargs, ctx.cfg.score.resources),
+                              lambda: parquet_rows(responses), "responses")
     rows, seconds = timed_write(ds, out)
     rewards = read_table(out)["reward"]
     return {"rows": rows, "seconds": seconds, "reward_mean": pc.mean(rewards).as_py(),

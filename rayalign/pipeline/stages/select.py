@@ -13,7 +13,7 @@ from rayalign.actors.rewards import RewardModelScorer
 from rayalign.actors.runtime import map_with_actors
 from rayalign.config import RunConfig, settings
 from rayalign.data import schemas
-from rayalign.data.parquet import read_table
+from rayalign.data.parquet import parquet_rows, read_table
 from rayalign.data.ray_io import read_stage, write
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.resources import actor_bundles
@@ -33,10 +33,10 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.select
     scored = read_stage(ctx.path(score.STAGE))
     if _judged(ctx.cfg):
-        scored = map_with_actors(scored, RewardModelScorer, {
+        scored = ctx.progress.counted(map_with_actors(scored, RewardModelScorer, {
             "model_path": cfg.judge_model_path or reward_model.trained(ctx), "column": "judge_reward",
             "trust_remote_code": ctx.cfg.model.trust_remote_code},
-            ctx.cfg.score.resources)
+            ctx.cfg.score.resources), lambda: parquet_rows(ctx.path(score.STAGE)), "responses")
     start = time.perf_counter()
     selection = scored.groupby("prompt_id").map_groups(selection_table, fn_kwargs={"cfg": cfg},
                                                        batch_format="pyarrow").materialize()
