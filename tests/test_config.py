@@ -139,3 +139,9 @@ def test_config_command_prints_overrides_with_their_documentation(capsys):
     assert main(["config", "ppo", "ppo.steps=3"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("steps:"))
     assert line.split("#")[0].split() == ["steps:", "3"] and "PPO steps" in line
+
+
+def test_registering_a_model_needs_it_logged():
+    with pytest.raises(ConfigError, match="tracking.register_model needs tracking.log_model=true"):
+        load_config("default", ["tracking.register_model=aligned", "tracking.log_model=false"])
+    assert load_config("default", ["tracking.register_model=aligned"]).tracking.log_model

@@ -254,8 +254,8 @@ def median_perplexity(run_dir) -> float:
 
 
 @pytest.mark.parametrize("strategy,loss,extra,metric,expected", [
-    # k = 4 candidates, the default accepts max(2, 4 // 4) = 2 of them.
-    ("rso", "ipo", ["train.ipo_token_mean=true"], "select/rso_acceptance_rate", 0.5),
+    # k = 4 candidates, the default accepts max(2, 4 // 4) = 2 of them. The aligned model not logged.
+    ("rso", "ipo", ["train.ipo_token_mean=true", "tracking.log_model=false"], "select/rso_acceptance_rate", 0.5),
     # A judge built on a (here random) reward model, scored once per candidate.
     ("pairwise_ranking", "slic", ["select.judge=reward_model", "select.judge_model_path={rm}"],
      "select/comparisons_per_prompt", None),
@@ -292,3 +292,11 @@ def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_rewa
     elif expected is not None:
         assert run.data.metrics[metric] == pytest.approx(expected)
     assert (run_dir / "select" / "selection.png").is_file()
+    # The training's nested run of this config (the newest) has a logged model unless told not to.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(summary["tracking_uri"])
+    child = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and "
+                               "tags.`rayalign.stage` = 'train'", order_by=["attributes.start_time DESC"])[0]
+    logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == child.info.run_id]
+    assert len(logged) == (0 if "tracking.log_model=false" in extra else 1)
