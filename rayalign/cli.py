@@ -1,4 +1,4 @@
-"""rayalign's command line: `rayalign run | submit | jobs | presets | config | show | runs`."""
+"""rayalign's command line: `rayalign run | submit | jobs | presets | config | show | runs | track`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,20 @@ def _run(args: argparse.Namespace) -> int:
         summary = run(cfg, run_dir=run_dir, tracking_uri=args.tracking_uri, log=console.say,
                       progress=console.status if console.live else None)
         console.say(format_summary(summary))
+    return 0
+
+
+def _track(args: argparse.Namespace) -> int:
+    from rayalign.pipeline.runner import run_pipeline
+    from rayalign.pipeline.store import writable_run_dir
+
+    run_dir = Path(args.run_dir)
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} does not exist: {run_dir} is not a rayalign run directory")
+    summary = run_pipeline(load_config(str(config)), writable_run_dir(run_dir), tracking_uri=args.tracking_uri,
+                           track_only=True)
+    print(f"rayalign: {run_dir} is in MLflow run {summary['mlflow_run_id']} at {summary['tracking_uri']}")
     return 0
 
 
@@ -130,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="a run directory's summary and where its outputs are")
     show.add_argument("run_dir")
     show.set_defaults(func=_show)
+    track = sub.add_parser("track", help="log a finished run directory to MLflow (after the store was unreachable)")
+    track.add_argument("run_dir")
+    track.add_argument("--tracking-uri", help="MLflow tracking URI (default: the run's tracking.uri, "
+                       "$MLFLOW_TRACKING_URI, else sqlite under the run root)")
+    track.set_defaults(func=_track)
     runs = sub.add_parser("runs", help="the runs under a directory, with status and headline metrics")
     runs.add_argument("root", nargs="?", default="runs", help="directory holding run directories (default: runs)")
     runs.set_defaults(func=_runs)
@@ -157,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         from rayalign.pipeline.context import StageError
         from rayalign.pipeline.runner import RayConnectError
         from rayalign.pipeline.store import RunDirBusyError
+        from rayalign.tracking import TrackingError
 
-        if isinstance(exc, (JobError, RunDirBusyError)):
+        if isinstance(exc, (JobError, RunDirBusyError, TrackingError)):
             _error(str(exc))
             return 1
         if isinstance(exc, (RayConnectError, StageError)):

@@ -193,42 +193,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts in a folder of its own.
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts under `root`; stop()
+    and start() again keep its port and its store, as a server that went away and came back."""
 
-    Started here but awaited by the test (wait_ready), so its start overlaps the Ray head's.
-    """
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)  # its own process group: the uvicorn worker goes down with it
-    uri = f"http://127.0.0.1:{port}"
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.port = root, free_port()
+        self.uri, self.artifacts = f"http://127.0.0.1:{self.port}", root / "artifacts"
+        self.proc = None
+        self.start()
 
-    def wait_ready(timeout_s: float = 120) -> None:
+    def start(self) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        with open(self.root / "server.log", "a") as log:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                 str(self.port), "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                 "--artifacts-destination", str(self.artifacts)],
+                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # its own process group: the uvicorn worker goes down with it
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2).close()
                 return
             except OSError:
-                assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+                assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "mlflow server did not answer"
                 time.sleep(0.5)
 
-    yield {"uri": uri, "artifacts": root / "artifacts", "wait_ready": wait_ready}
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A module's MlflowServer, started here but awaited by the test (wait_ready), so its start
+    overlaps the Ray head's."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    server.stop()
 
 
 def tiny_overrides(model: str, prompts: str) -> list[str]:

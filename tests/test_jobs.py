@@ -71,8 +71,8 @@ def ray_head():
 def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_model, prompts_file, tmp_path, capsys):
     from mlflow import MlflowClient
 
-    uri = mlflow_server["uri"]
-    mlflow_server["wait_ready"]()
+    uri = mlflow_server.uri
+    mlflow_server.wait_ready()
     run_dir = tmp_path / "job-run"
     code = main(["submit", "default", *tiny_overrides(tiny_model, prompts_file), f"tracking.uri={uri}",
                  f"tracking.register_model={REGISTERED}", "--address", ray_head, "--run-dir", str(run_dir), "--wait"])
@@ -95,7 +95,7 @@ def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_model, pr
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     listed = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"summary.json", "config.yaml", "evaluation"} <= listed
-    stored = mlflow_server["artifacts"] / run.info.experiment_id / run.info.run_id / "artifacts"
+    stored = mlflow_server.artifacts / run.info.experiment_id / run.info.run_id / "artifacts"
     assert json.loads((stored / "summary.json").read_text()) == summary
     assert (stored / "evaluation" / "evaluate.parquet").is_file()
     assert not (run_dir.parent / "mlartifacts").exists() and not (run_dir.parent / "mlflow.db").exists()

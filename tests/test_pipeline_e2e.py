@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import sys
 
 import mlflow
@@ -16,7 +17,7 @@ from rayalign.pipeline.context import StageError
 from rayalign.pipeline.graph import plan
 from rayalign.pipeline.runner import run_pipeline
 from rayalign.pipeline.stages import PIPELINE
-from tests.conftest import run_in_terminal, tiny_overrides
+from tests.conftest import MlflowServer, run_in_terminal, tiny_overrides
 
 pytestmark = pytest.mark.e2e
 TRL_DPO_METRICS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
@@ -300,3 +301,36 @@ def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_rewa
                                "tags.`rayalign.stage` = 'train'", order_by=["attributes.start_time DESC"])[0]
     logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == child.info.run_id]
     assert len(logged) == (0 if "tracking.log_model=false" in extra else 1)
+
+
+def test_track_logs_a_finished_run_directory_into_another_store(first_run, tmp_path):
+    """What `rayalign track` does after the store went away mid-run (tests/test_tracking.py): the
+    whole run directory into a fresh MLflow run, on a real `mlflow server`; once, however often."""
+    from mlflow import MlflowClient
+
+    from rayalign.cli import main
+
+    _, run_dir, summary, _ = first_run
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    server = MlflowServer(tmp_path / "server")
+    try:
+        server.wait_ready()
+        assert main(["track", str(copy), "--tracking-uri", server.uri]) == 0
+        run_id = json.loads((copy / "mlflow_run.json").read_text())["run_id"]
+        client, original = MlflowClient(server.uri), MlflowClient(summary["tracking_uri"])
+        run, before = client.get_run(run_id), original.get_run(summary["mlflow_run_id"])
+        assert run.data.params == before.data.params
+        names = {k for k in before.data.metrics if not k.startswith("system/")}
+        assert names <= set(run.data.metrics) and run.data.metrics["win_rate"] == before.data.metrics["win_rate"]
+        steps = json.loads((copy / "train" / "_manifest.json").read_text())["metrics"]["steps"]
+        assert len(client.get_metric_history(run_id, "train/loss")) == steps
+        assert {"prompts", "pairs", "evaluation"} <= {d.dataset.name for d in run.inputs.dataset_inputs}
+        assert {"summary.json", "config.yaml", "evaluation"} <= {a.path for a in client.list_artifacts(run_id)}
+        [model] = client.search_logged_models([run.info.experiment_id])
+        assert run.data.tags["rayalign.aligned_model_id"] == model.model_id
+        assert main(["track", str(copy), "--tracking-uri", server.uri]) == 0  # already there: nothing twice
+        assert json.loads((copy / "mlflow_run.json").read_text())["run_id"] == run_id
+        assert len(client.get_metric_history(run_id, "train/loss")) == steps
+    finally:
+        server.stop()

@@ -158,8 +158,8 @@ def test_tracking_uri_credentials_connect_but_are_not_recorded(mlflow_server, tm
 
     from rayalign.tracking import RUN_FILE, Tracker
 
-    mlflow_server["wait_ready"]()
-    plain = mlflow_server["uri"]
+    mlflow_server.wait_ready()
+    plain = mlflow_server.uri
     secret_uri = plain.replace("http://", f"http://rayalign:{PW}@")
     cfg = load_config("default", [f"tracking.uri={secret_uri}"])
     (tmp_path / "run").mkdir()

@@ -13,7 +13,7 @@ import yaml
 
 from rayalign.config import RunConfig
 from rayalign.models import resolve_model
-from rayalign.pipeline.context import RunContext
+from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.graph import cache_keys, inputs, plan
 from rayalign.pipeline.resources import ensure_resources
 from rayalign.pipeline.stage import Stage
@@ -77,21 +77,24 @@ def _track(ctx: RunContext, manifest: dict) -> None:
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
                  log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
-                 rounds: int = 1, progress: Callable[[str], None] | None = None) -> dict:
+                 rounds: int = 1, progress: Callable[[str], None] | None = None, track_only: bool = False) -> dict:
     """Run every incomplete node of the plan in order and return the summary (also written as
     summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; `rounds` repeats its
     per-round stages. `progress` gets the running stage's live progress line (rayalign.progress)
     twice a second, and '' when the stage ends. What it records (config.yaml, summary.json, MLflow,
     log records) has its secrets redacted (rayalign.redaction). One run at a time works in a run
-    directory (store.exclusive)."""
+    directory (store.exclusive). With `track_only` (`rayalign track`), nothing is computed: a run
+    directory whose every stage is complete is logged to MLflow (a fresh MLflow run when the one on
+    record lost its store midway), without Ray."""
     install_log_redaction()
     run_dir = writable_run_dir(run_dir)
     with exclusive(run_dir):
-        return _run_locked(cfg, run_dir, tracking_uri, log, stages, rounds, progress)
+        return _run_locked(cfg, run_dir, tracking_uri, log, stages, rounds, progress, track_only)
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Callable[[str], None],
-                stages: Sequence[Stage] | None, rounds: int, progress: Callable[[str], None] | None) -> dict:
+                stages: Sequence[Stage] | None, rounds: int, progress: Callable[[str], None] | None,
+                track_only: bool) -> dict:
     config = redact_secrets(cfg.model_dump(mode="json"))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     policy = resolve_model(cfg.model.policy)
@@ -99,7 +102,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Ca
                  cfg.evaluate.gold_reward_model_path):
         if name:
             resolve_model(name)  # fail before any stage runs
-    connect_ray(cfg.ray.address)
+    if not track_only:
+        connect_ray(cfg.ray.address)
     nodes = plan(cfg, PIPELINE if stages is None else stages, rounds)
     keys = cache_keys(nodes, cfg)
     store = StageStore(run_dir)
@@ -116,6 +120,9 @@ def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Ca
                 if not tracker.resumed:
                     _track(ctx, manifests[node.id])
                 continue
+            if track_only:
+                raise StageError(f"{node.id} has not completed in {run_dir}: `rayalign track` logs a finished run; "
+                                 "finish it with the `rayalign run` command that started it")
             ensure_resources(node.stage.bundles(cfg), cfg.ray.resource_wait_s, node.id, node.stage.needs_set_by)
             log(f"{head}: running")
             start = time.perf_counter()

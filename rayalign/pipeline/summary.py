@@ -15,7 +15,6 @@ def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracke
     """Summary of a finished run: every node's rows and seconds, where the outputs and the MLflow
     run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones).
     Secrets are redacted (rayalign.redaction): the summary is printed and written to summary.json."""
-    run = tracker.mlflow.get_run(tracker.run_id)
     added: dict = {}
     for node in nodes:
         if node.stage.summary is not None:
@@ -27,7 +26,7 @@ def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracke
         "run_dir": str(run_dir),
         "outputs": {node: str(run_dir / node) for node in manifests},
         "mlflow_run_id": tracker.run_id,
-        "mlflow_experiment_id": run.info.experiment_id,
+        "mlflow_experiment_id": tracker.experiment_id,
         "tracking_uri": tracker.display_uri,
     })
 
