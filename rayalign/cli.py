@@ -161,30 +161,35 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "config", None) and "=" in args.config:
         args.overrides.insert(0, args.config)
         args.config = None
-    from rayalign.data.prompts import PromptDataError
-    from rayalign.models import ModelNotFoundError
-    from rayalign.pipeline.store import RunDirError
-
-    known = (ConfigError, PromptDataError, ModelNotFoundError, FileNotFoundError, RunDirError)
     try:
         return args.func(args)
-    except known as exc:
-        _error(str(exc))
-        return 2
     except Exception as exc:
-        from rayalign.jobs import JobError
-        from rayalign.pipeline.context import StageError
-        from rayalign.pipeline.runner import RayConnectError
-        from rayalign.pipeline.store import RunDirBusyError
-        from rayalign.tracking import TrackingError
+        known = _explained(exc)
+        if known is None:
+            raise
+        code, message = known
+        _error(message)
+        return code
 
-        if isinstance(exc, (JobError, RunDirBusyError, TrackingError)):
-            _error(str(exc))
-            return 1
-        if isinstance(exc, (RayConnectError, StageError)):
-            _error(f"{exc}\n(completed stages are kept; rerun the same command to resume)")
-            return 1
-        raise
+
+def _explained(exc: Exception) -> tuple[int, str] | None:
+    """(exit code, message) of an error the user can act on: 2 when the input is wrong (config,
+    data, models, addresses), 1 when the run failed or was refused; None for a bug, whose
+    traceback the user should see."""
+    from rayalign.data.prompts import PromptDataError
+    from rayalign.jobs import JobError
+    from rayalign.models import ModelNotFoundError
+    from rayalign.pipeline.context import StageError
+    from rayalign.pipeline.runner import RayConnectError
+    from rayalign.pipeline.store import RunDirBusyError, RunDirError
+    from rayalign.tracking import TrackingError
+
+    if isinstance(exc, (ConfigError, PromptDataError, ModelNotFoundError, FileNotFoundError, RunDirError,
+                        RayConnectError, TrackingError)):
+        return 2, str(exc)
+    if isinstance(exc, StageError):
+        return 1, f"{exc}\n(completed stages are kept; rerun the same command to resume)"
+    return (1, str(exc)) if isinstance(exc, (JobError, RunDirBusyError)) else None
 
 
 def _error(message: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -27,20 +28,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAYALIGN_CACHE", Path.home() / ".cache" / "rayalign"))
 
 
-def resolve_model(name_or_path: str) -> str:
-    """Return a local HF checkpoint directory for a built-in name or an existing path."""
+def resolve_model(name_or_path: str, key: str = "model.policy") -> str:
+    """Return a local HF checkpoint directory for a built-in name or an existing path; errors name
+    the config `key` that gave it."""
     if name_or_path in BUILTIN_MODELS:
         return str(_builtin_checkpoint(name_or_path))
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
         raise ModelNotFoundError(
-            f"model {name_or_path!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
-            "nor an existing HF checkpoint directory; fix model.policy / model.reference"
+            f"{key}: model {name_or_path!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
+            f"nor an existing HF checkpoint directory; fix {key}"
         )
     if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"model directory {path} has no config.json: it is not an HF checkpoint")
+        raise ModelNotFoundError(f"{key}: model directory {path} has no config.json: it is not an HF checkpoint")
     require_safetensors(path)
     return str(path.resolve())
+
+
+def require_reward_model(path: str, key: str) -> None:
+    """Fail unless the checkpoint at `path` is a sequence classifier: transformers would put a
+    random score head on any other model, whose rewards would then be noise."""
+    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelNotFoundError(
+            f"{key}={path} is a {' / '.join(architectures) or 'model without architectures'} checkpoint, not a "
+            "reward model: give a sequence classification checkpoint (…ForSequenceClassification with one "
+            "label), such as the one reward_model.enabled=true trains"
+        )
 
 
 def require_safetensors(path: str | Path) -> None:

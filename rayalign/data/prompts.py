@@ -57,28 +57,37 @@ def warn_instruction(config: DataConfig, source: str) -> None:
                       "\"data.instruction='{prompt}'\")", stacklevel=3)
 
 
-def _prompt_row(row: dict[str, Any], config: DataConfig, tokenizer) -> dict[str, str]:
+def _prompt_row(row: dict[str, Any], config: DataConfig, tokenizer, context: int | None) -> dict[str, str]:
     record = prompt_record(row)
     split = "heldout" if in_heldout(record["prompt_id"], config.heldout_fraction, config.seed) else "train"
-    return {"prompt_id": record["prompt_id"], "prompt": render_prompt(config, tokenizer, record["prompt"]),
-            "raw_prompt": raw_text(record["prompt"]), "split": split}
+    prompt = render_prompt(config, tokenizer, record["prompt"])
+    if context is not None:
+        # vLLM refuses a prompt that leaves no room in its context, and would fail the whole stage.
+        tokens = len(prompt_token_ids(tokenizer, [prompt])[0])
+        if tokens >= context:
+            raise RowError(f"the prompt is {tokens} tokens (with the instruction and chat template), which leaves "
+                           f"no room for a response in sample.max_model_len={context}; shorten or remove it, or "
+                           "raise sample.max_model_len")
+    return {"prompt_id": record["prompt_id"], "prompt": prompt, "raw_prompt": raw_text(record["prompt"]),
+            "split": split}
 
 
-def prompts_dataset(config: DataConfig, tokenizer) -> ray.data.Dataset:
+def prompts_dataset(config: DataConfig, tokenizer, context: int | None = None) -> ray.data.Dataset:
     """Every prompt of data.prompts as a row of the prompts stage (schemas.PROMPTS): a lazy Ray
-    dataset in file order. Execute it under errors.data_errors()."""
+    dataset in file order; a prompt of `context` tokens or more (sample.max_model_len) is an error.
+    Execute it under errors.data_errors()."""
     warn_instruction(config, config.prompts)
-    return read_rows(config.prompts, "prompts", partial(_prompt_row, config=config, tokenizer=tokenizer),
-                     schemas.PROMPTS)
+    return read_rows(config.prompts, "prompts",
+                     partial(_prompt_row, config=config, tokenizer=tokenizer, context=context), schemas.PROMPTS)
 
 
-def first_prompts(config: DataConfig, tokenizer) -> Iterator[pa.Table]:
+def first_prompts(config: DataConfig, tokenizer, context: int | None = None) -> Iterator[pa.Table]:
     """The prompts stage's rows batch by batch in file order, up to data.max_train_prompts and
     data.max_heldout_prompts of each split: the first prompts of each. The rows stream through the
     driver, which stops the read once every split is full. Iterate under errors.data_errors()."""
     caps = {"train": config.max_train_prompts, "heldout": config.max_heldout_prompts}
     taken = dict.fromkeys(SPLITS, 0)
-    for batch in prompts_dataset(config, tokenizer).iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in prompts_dataset(config, tokenizer, context).iter_batches(batch_format="pyarrow", batch_size=None):
         keep = []
         for split in batch["split"].to_pylist():
             keep.append(caps[split] is None or taken[split] < caps[split])
@@ -88,17 +97,17 @@ def first_prompts(config: DataConfig, tokenizer) -> Iterator[pa.Table]:
             return
 
 
-def write_prompts(config: DataConfig, tokenizer, out: Path) -> dict[str, int]:
+def write_prompts(config: DataConfig, tokenizer, out: Path, context: int | None = None) -> dict[str, int]:
     """Write the prompts stage's rows into `out` as Parquet and check them (ids unique, neither
     split empty); the number of prompts of each split. Only ids and splits come to the driver,
     and with data.max_*_prompts the rows the caps keep."""
     with data_errors():
         if config.max_train_prompts is None and config.max_heldout_prompts is None:
-            write(prompts_dataset(config, tokenizer), out)  # in parallel, from the read tasks
+            write(prompts_dataset(config, tokenizer, context), out)  # in parallel, from the read tasks
         else:
             out.mkdir(parents=True, exist_ok=True)
             with pq.ParquetWriter(out / "prompts.parquet", schemas.PROMPTS) as writer:
-                for table in first_prompts(config, tokenizer):
+                for table in first_prompts(config, tokenizer, context):
                     writer.write_table(table)
     if parquet_rows(out) == 0:
         raise PromptDataError(f"prompts source {config.prompts!r} holds no rows")

@@ -142,9 +142,13 @@ class RecordFiles(FileBasedDatasource):
 def _raw_rows(f, path: str, name: str, columns: set[str]) -> Iterator[tuple[str, str]]:
     """('line N' or 'row N', JSON text) of each row of one file."""
     if path.endswith(".jsonl"):
-        yield from _json_lines(io.TextIOWrapper(f, encoding="utf-8"))
+        yield from _json_lines(_utf8_lines(f, name))
     elif path.endswith(".json"):
-        text = f.read().decode("utf-8")
+        data = f.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(name, data[:exc.start].count(b"\n") + 1, exc) from None
         if not text.lstrip().startswith("["):  # datasets' to_json writes JSON Lines, even into .json
             yield from _json_lines(io.StringIO(text))
             return
@@ -156,6 +160,19 @@ def _raw_rows(f, path: str, name: str, columns: set[str]) -> Iterator[tuple[str,
         yield from ((f"row {i}", json.dumps(item)) for i, item in enumerate(items))
     else:
         yield from _table_rows(_batches(f, path, name, columns))
+
+
+def _utf8_lines(f, name: str) -> Iterator[str]:
+    for n, line in enumerate(f, 1):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(name, n, exc) from None
+
+
+def _not_utf8(name: str, line: int, exc: UnicodeDecodeError) -> PromptDataError:
+    return PromptDataError(f"{name}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+                           "save the file as UTF-8")
 
 
 def _json_lines(lines) -> Iterator[tuple[str, str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from rayalign.config import RunConfig
-from rayalign.models import resolve_model
+from rayalign.models import require_reward_model, resolve_model
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.graph import cache_keys, inputs, plan
 from rayalign.pipeline.resources import ensure_resources
@@ -75,6 +75,25 @@ def _track(ctx: RunContext, manifest: dict) -> None:
         ctx.node.stage.track(ctx, ctx.store.path(ctx.node.id))
 
 
+def _check_models(cfg: RunConfig) -> str:
+    """The policy's local checkpoint. Every model the config names is checked first, reward models
+    for a sequence-classification head, so that a wrong path fails before any stage runs."""
+    policy = resolve_model(cfg.model.policy, "model.policy")
+    for path, key in ((cfg.model.reference, "model.reference"),
+                      (cfg.reward_model.base_model if cfg.reward_model.enabled else None, "reward_model.base_model")):
+        if path:
+            resolve_model(path, key)
+    judged = cfg.select.strategy == "pairwise_ranking" and cfg.select.judge == "reward_model"
+    for path, key in ((cfg.score.reward_model_path if cfg.score.reward == "reward_model" else None,
+                       "score.reward_model_path"),
+                      (cfg.select.judge_model_path if judged else None, "select.judge_model_path"),
+                      (cfg.evaluate.gold_reward_model_path if cfg.evaluate.gold_reward == "reward_model" else None,
+                       "evaluate.gold_reward_model_path")):
+        if path:
+            require_reward_model(resolve_model(path, key), key)
+    return policy
+
+
 def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
                  log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
                  rounds: int = 1, progress: Callable[[str], None] | None = None, track_only: bool = False) -> dict:
@@ -95,19 +114,15 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
 def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Callable[[str], None],
                 stages: Sequence[Stage] | None, rounds: int, progress: Callable[[str], None] | None,
                 track_only: bool) -> dict:
-    config = redact_secrets(cfg.model_dump(mode="json"))
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    policy = resolve_model(cfg.model.policy)
-    for name in (cfg.model.reference, cfg.reward_model.base_model if cfg.reward_model.enabled else None,
-                 cfg.evaluate.gold_reward_model_path):
-        if name:
-            resolve_model(name)  # fail before any stage runs
+    policy = _check_models(cfg)
     if not track_only:
         connect_ray(cfg.ray.address)
     nodes = plan(cfg, PIPELINE if stages is None else stages, rounds)
     keys = cache_keys(nodes, cfg)
     store = StageStore(run_dir)
     tracker = Tracker(cfg, run_dir, tracking_uri)
+    # Written once the run can start: a run refused earlier leaves the directory's config as it was.
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(redact_secrets(cfg.model_dump(mode="json")), sort_keys=False))
     run = RunContext(cfg, run_dir, store, policy, tracker, tuple(nodes), keys,
                      progress=Progress.start() if progress else Progress())
     manifests = {}

@@ -30,7 +30,8 @@ def label_prompts(ctx: RunContext) -> pa.Table:
         return read_table(ctx.path(prompts.STAGE))
     capped, tok = ctx.cfg.data.model_copy(update=caps), tokenizer(ctx, ctx.base_policy)
     with data_errors():
-        return pa.concat_tables([schemas.PROMPTS.empty_table(), *first_prompts(capped, tok)])
+        tables = first_prompts(capped, tok, ctx.cfg.sample.max_model_len)
+        return pa.concat_tables([schemas.PROMPTS.empty_table(), *tables])
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:

@@ -15,7 +15,7 @@ from rayalign.pipeline.stage_tools import tokenizer
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
-    counts = write_prompts(ctx.cfg.data, tokenizer(ctx, ctx.base_policy), out)
+    counts = write_prompts(ctx.cfg.data, tokenizer(ctx, ctx.base_policy), out, ctx.cfg.sample.max_model_len)
     return {"rows": sum(counts.values()), "train_prompts": counts["train"], "heldout_prompts": counts["heldout"]}
 
 
@@ -26,7 +26,7 @@ def track(ctx: RunContext, folder: Path) -> None:
 STAGE = Stage(
     name="prompts",
     run=run,
-    settings=lambda cfg: [settings(cfg.data), cfg.model.policy],
+    settings=lambda cfg: [settings(cfg.data), cfg.model.policy, cfg.sample.max_model_len],
     schema=schemas.PROMPTS,
     track=track,
 )

@@ -25,7 +25,7 @@ from rayalign.pipeline.stages import sample, sft
 def reference_model(ctx: RunContext) -> str:
     """The one reference model of the run, of training (this stage) and of the evaluation KL:
     model.reference, or the policy that samples (RunConfig.reference_is_sampler)."""
-    return resolve_model(ctx.cfg.model.reference) if ctx.cfg.model.reference else sft.policy(ctx)
+    return resolve_model(ctx.cfg.model.reference, "model.reference") if ctx.cfg.model.reference else sft.policy(ctx)
 
 
 def _reuse_sampler_logprob(batch: pa.Table) -> pa.Table:

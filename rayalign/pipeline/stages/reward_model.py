@@ -45,7 +45,7 @@ def scoring_model(ctx: RunContext) -> str | None:
 def backbone(ctx: RunContext) -> str:
     """The reward model's starting checkpoint: reward_model.base_model or the (SFT) policy."""
     base = ctx.cfg.reward_model.base_model
-    return resolve_model(base) if base else ctx.latest_policy()
+    return resolve_model(base, "reward_model.base_model") if base else ctx.latest_policy()
 
 
 def _preferences(ctx: RunContext) -> pa.Table:
