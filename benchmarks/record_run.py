@@ -1,7 +1,7 @@
 """Record a finished run's measurements with the machine and versions that produced them.
 
     python benchmarks/record_run.py RUN_DIR "COMMAND THAT PRODUCED IT" [--wall-seconds S]
-        [--memory MEM.json] > result.json
+        [--memory MEM.json] [--note TEXT ...] > result.json
 
 --memory takes benchmarks/peak_memory.py's output for the same run: its wall time and peaks are
 recorded (the sampled series stays in MEM.json).
@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("command")
     parser.add_argument("--wall-seconds", type=float)
     parser.add_argument("--memory", help="benchmarks/peak_memory.py's JSON for this run")
+    parser.add_argument("--note", action="append", default=[],
+                        help="how the run went, for a reader of the numbers (resumed stages, shared CPUs)")
     args = parser.parse_args()
     memory = None
     if args.memory:
@@ -57,7 +59,8 @@ def main() -> None:
     run_dir = Path(args.run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     stages = {p.parent.name: json.loads(p.read_text())["metrics"] for p in sorted(run_dir.glob("*/_manifest.json"))}
-    print(json.dumps({"command": args.command, "wall_seconds": args.wall_seconds, "machine": machine(),
+    print(json.dumps({"command": args.command, "wall_seconds": args.wall_seconds, "notes": args.note,
+                      "machine": machine(),
                       "versions": versions(), "memory": memory, "summary": summary, "stages": stages}, indent=2))
 
 
