@@ -148,7 +148,7 @@ def _raw_rows(f, path: str, name: str, columns: set[str]) -> Iterator[tuple[str,
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _not_utf8(name, data[:exc.start].count(b"\n") + 1, exc) from None
+            raise _not_utf8(name, data[:exc.start].count(b"\n") + 1, data[exc.start]) from None
         if not text.lstrip().startswith("["):  # datasets' to_json writes JSON Lines, even into .json
             yield from _json_lines(io.StringIO(text))
             return
@@ -163,16 +163,17 @@ def _raw_rows(f, path: str, name: str, columns: set[str]) -> Iterator[tuple[str,
 
 
 def _utf8_lines(f, name: str) -> Iterator[str]:
-    for n, line in enumerate(f, 1):
+    # Undecodable bytes survive the decoding as lone surrogates, so the error can name its line.
+    for n, line in enumerate(io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape"), 1):
         try:
-            yield line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _not_utf8(name, n, exc) from None
+            line.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _not_utf8(name, n, ord(line[exc.start]) - 0xDC00) from None
+        yield line
 
 
-def _not_utf8(name: str, line: int, exc: UnicodeDecodeError) -> PromptDataError:
-    return PromptDataError(f"{name}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
-                           "save the file as UTF-8")
+def _not_utf8(name: str, line: int, byte: int) -> PromptDataError:
+    return PromptDataError(f"{name}, line {line}: not UTF-8 text (byte {byte:#04x}); save the file as UTF-8")
 
 
 def _json_lines(lines) -> Iterator[tuple[str, str]]:

@@ -26,7 +26,8 @@ def track(ctx: RunContext, folder: Path) -> None:
 STAGE = Stage(
     name="prompts",
     run=run,
-    settings=lambda cfg: [settings(cfg.data), cfg.model.policy, cfg.sample.max_model_len],
+    # Not sample.max_model_len, which only adds a check: a valid prompt set's cache key stays as it was.
+    settings=lambda cfg: [settings(cfg.data), cfg.model.policy],
     schema=schemas.PROMPTS,
     track=track,
 )
