@@ -90,6 +90,54 @@ def tiny_llama_config(tokenizer, **kw):
                        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, **kw)
 
 
+def tiny_config(arch: str, tokenizer, **kw):
+    """Two layers, hidden 64, head dim 32 (vLLM's CPU attention supports 32, not 16), tied embeddings."""
+    ids = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    if arch == "qwen2":
+        from transformers import Qwen2Config
+
+        return Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                           tie_word_embeddings=True, bos_token_id=None, **ids, **kw)
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=2,
+                      bos_token_id=tokenizer.eos_token_id, **ids, **kw)
+
+
+def save_tiny(arch: str, head: str, path, seed: int) -> str:
+    """A random `arch` checkpoint with a causal-LM head or a one-output sequence-classification head."""
+    import torch
+    import transformers
+
+    tokenizer = build_tokenizer(path)
+    classes = {("qwen2", "causal_lm"): "Qwen2ForCausalLM", ("gpt2", "causal_lm"): "GPT2LMHeadModel",
+               ("qwen2", "reward"): "Qwen2ForSequenceClassification",
+               ("gpt2", "reward"): "GPT2ForSequenceClassification"}
+    torch.manual_seed(seed)
+    config = tiny_config(arch, tokenizer, **({"num_labels": 1} if head == "reward" else {}))
+    model = getattr(transformers, classes[arch, head])(config)
+    model.save_pretrained(path)
+    return str(path)
+
+
+def assert_vllm_and_transformers_agree(run_dir: Path) -> None:
+    """The reference stage's forward pass of the sampling policy gives vLLM's sampled log-probs,
+    token for token (a wrong position offset, bias or tied head would not)."""
+    from rayalign.data.parquet import read_table
+
+    ref = read_table(run_dir / "reference")
+    for s, r, n in zip(ref["sampler_logprob"].to_pylist(), ref["ref_logprob"].to_pylist(),
+                       ref["num_tokens"].to_pylist()):
+        assert abs(s - r) < 1e-3 * n + 1e-3
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> str:
+    """A random-weight 2-layer Qwen2 causal LM and its tokenizer: a policy of another architecture."""
+    return save_tiny("qwen2", "causal_lm", tmp_path_factory.mktemp("tiny-qwen2"), seed=0)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A random-weight 2-layer Llama (hidden 64) and its tokenizer, as an HF checkpoint directory."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rayalign.cli import main
-from tests.conftest import free_port, tiny_overrides
+from tests.conftest import assert_vllm_and_transformers_agree, free_port, tiny_overrides
 
 pytestmark = pytest.mark.e2e
 RAY = str(Path(sys.executable).parent / "ray")
@@ -68,18 +68,24 @@ def ray_head():
         os.environ["RAY_AUTH_MODE"] = saved
 
 
-def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_model, prompts_file, tmp_path, capsys):
+def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_qwen2, prompts_file, tmp_path, capsys):
+    """The whole pipeline as a job, with a Qwen2 policy: besides jobs and tracking, this is the
+    end-to-end run of a second architecture other than Llama (tests/test_architectures_e2e.py: GPT-2)."""
     from mlflow import MlflowClient
+    from transformers import AutoConfig
 
     uri = mlflow_server.uri
     mlflow_server.wait_ready()
     run_dir = tmp_path / "job-run"
-    code = main(["submit", "default", *tiny_overrides(tiny_model, prompts_file), f"tracking.uri={uri}",
+    code = main(["submit", "default", *tiny_overrides(tiny_qwen2, prompts_file), "data.instruction='{prompt}'",
+                 f"tracking.uri={uri}",
                  f"tracking.register_model={REGISTERED}", "--address", ray_head, "--run-dir", str(run_dir), "--wait"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "SUCCEEDED" in out and "win rate of aligned over SFT" in out
     assert (run_dir / "summary.json").is_file() and (run_dir / "train" / "model" / "config.json").is_file()
+    assert AutoConfig.from_pretrained(run_dir / "train" / "model").model_type == "qwen2"
+    assert_vllm_and_transformers_agree(run_dir)
 
     # The job's run lives on the server: run, params, metrics, inputs, and artifacts in its store.
     saved = json.loads((run_dir / "mlflow_run.json").read_text())

@@ -17,13 +17,15 @@ from rayalign.pipeline.context import StageError
 from rayalign.pipeline.graph import plan
 from rayalign.pipeline.runner import run_pipeline
 from rayalign.pipeline.stages import PIPELINE
-from tests.conftest import MlflowServer, run_in_terminal, tiny_overrides
+from tests.conftest import MlflowServer, assert_vllm_and_transformers_agree, run_in_terminal, tiny_overrides
 
 pytestmark = pytest.mark.e2e
 TRL_DPO_METRICS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
                    "rewards/margins", "logps/chosen", "logps/rejected")
 STAGES = [node.id for node in plan(load_config("default"), PIPELINE)]
 SCHEMAS = {s.name: s.schema for s in PIPELINE if s.schema is not None and s.name in STAGES}
+# Reruns that check selection and training stop before evaluation, which first_run covers.
+UNTIL_TRAIN = [s for s in PIPELINE if s.name != "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +69,7 @@ def test_every_stage_writes_its_schema_and_row_counts(first_run):
 
 
 def test_reference_logprobs_agree_with_the_sampler(first_run):
-    # The reference is the sampling policy here, so vLLM's and the forward pass's log-probs must agree.
-    ref = read_table(first_run[1] / "reference")
-    for s, r, n in zip(ref["sampler_logprob"].to_pylist(), ref["ref_logprob"].to_pylist(),
-                       ref["num_tokens"].to_pylist()):
-        assert abs(s - r) < 1e-3 * n + 1e-3
+    assert_vllm_and_transformers_agree(first_run[1])  # the reference is the sampling policy here
 
 
 def test_pairs_follow_the_rs_dpo_rule(first_run):
@@ -209,6 +207,39 @@ def test_mlflow_run_holds_params_metrics_datasets_and_artifacts(first_run):
     assert {"prompts", "pairs", "evaluation"} <= set(contexts)
 
 
+def test_track_logs_a_finished_run_directory_into_another_store(first_run, tmp_path):
+    """What `rayalign track` does after the store went away mid-run (tests/test_tracking.py): the
+    whole run directory into a fresh MLflow run, on a real `mlflow server`; once, however often."""
+    from mlflow import MlflowClient
+
+    from rayalign.cli import main
+
+    _, run_dir, summary, _ = first_run
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    server = MlflowServer(tmp_path / "server")
+    try:
+        server.wait_ready()
+        assert main(["track", str(copy), "--tracking-uri", server.uri]) == 0
+        run_id = json.loads((copy / "mlflow_run.json").read_text())["run_id"]
+        client, original = MlflowClient(server.uri), MlflowClient(summary["tracking_uri"])
+        run, before = client.get_run(run_id), original.get_run(summary["mlflow_run_id"])
+        assert run.data.params == before.data.params
+        names = {k for k in before.data.metrics if not k.startswith("system/")}
+        assert names <= set(run.data.metrics) and run.data.metrics["win_rate"] == before.data.metrics["win_rate"]
+        steps = json.loads((copy / "train" / "_manifest.json").read_text())["metrics"]["steps"]
+        assert len(client.get_metric_history(run_id, "train/loss")) == steps
+        assert {"prompts", "pairs", "evaluation"} <= {d.dataset.name for d in run.inputs.dataset_inputs}
+        assert {"summary.json", "config.yaml", "evaluation"} <= {a.path for a in client.list_artifacts(run_id)}
+        [model] = client.search_logged_models([run.info.experiment_id])
+        assert run.data.tags["rayalign.aligned_model_id"] == model.model_id
+        assert main(["track", str(copy), "--tracking-uri", server.uri]) == 0  # already there: nothing twice
+        assert json.loads((copy / "mlflow_run.json").read_text())["run_id"] == run_id
+        assert len(client.get_metric_history(run_id, "train/loss")) == steps
+    finally:
+        server.stop()
+
+
 def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny_model, prompts_file):
     cfg, run_dir, summary, _ = first_run
     before = manifests(run_dir)
@@ -221,9 +252,9 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     changed = load_config("default", tiny_overrides(tiny_model, prompts_file) + ["select.strategy=best_vs_worst",
                                                                                  "train.zero_stage=3"])
     logs.clear()
-    run_pipeline(changed, run_dir, log=logs.append)
+    run_pipeline(changed, run_dir, log=logs.append, stages=UNTIL_TRAIN)
     after = manifests(run_dir)
-    kept = [s for s in STAGES if after[s]["completed_at"] == before[s]["completed_at"]]
+    kept = [s.name for s in UNTIL_TRAIN if after[s.name]["completed_at"] == before[s.name]["completed_at"]]
     assert kept == ["prompts", "sample", "reference", "score"]
     pairs = read_table(run_dir / "select")
     assert set(pairs["strategy"].to_pylist()) == {"best_vs_worst"}
@@ -271,7 +302,7 @@ def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_rewa
     cfg = load_config("default", tiny_overrides(tiny_model, prompts_file)
                       + [f"select.strategy={strategy}", f"train.loss={loss}",
                          *(e.format(rm=tiny_reward_model, ppl=ppl) for e in extra)])
-    summary = run_pipeline(cfg, run_dir, log=lambda _: None)
+    summary = run_pipeline(cfg, run_dir, log=lambda _: None, stages=UNTIL_TRAIN)
     pairs = read_table(run_dir / "select")
     assert set(pairs["strategy"].to_pylist()) == {strategy} and pairs.num_rows == summary["pairs"] > 0
     if "select.judge=reward_model" not in extra:  # with a judge, its reward model orders the pair
@@ -301,36 +332,3 @@ def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_rewa
                                "tags.`rayalign.stage` = 'train'", order_by=["attributes.start_time DESC"])[0]
     logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == child.info.run_id]
     assert len(logged) == (0 if "tracking.log_model=false" in extra else 1)
-
-
-def test_track_logs_a_finished_run_directory_into_another_store(first_run, tmp_path):
-    """What `rayalign track` does after the store went away mid-run (tests/test_tracking.py): the
-    whole run directory into a fresh MLflow run, on a real `mlflow server`; once, however often."""
-    from mlflow import MlflowClient
-
-    from rayalign.cli import main
-
-    _, run_dir, summary, _ = first_run
-    copy = tmp_path / run_dir.name
-    shutil.copytree(run_dir, copy)
-    server = MlflowServer(tmp_path / "server")
-    try:
-        server.wait_ready()
-        assert main(["track", str(copy), "--tracking-uri", server.uri]) == 0
-        run_id = json.loads((copy / "mlflow_run.json").read_text())["run_id"]
-        client, original = MlflowClient(server.uri), MlflowClient(summary["tracking_uri"])
-        run, before = client.get_run(run_id), original.get_run(summary["mlflow_run_id"])
-        assert run.data.params == before.data.params
-        names = {k for k in before.data.metrics if not k.startswith("system/")}
-        assert names <= set(run.data.metrics) and run.data.metrics["win_rate"] == before.data.metrics["win_rate"]
-        steps = json.loads((copy / "train" / "_manifest.json").read_text())["metrics"]["steps"]
-        assert len(client.get_metric_history(run_id, "train/loss")) == steps
-        assert {"prompts", "pairs", "evaluation"} <= {d.dataset.name for d in run.inputs.dataset_inputs}
-        assert {"summary.json", "config.yaml", "evaluation"} <= {a.path for a in client.list_artifacts(run_id)}
-        [model] = client.search_logged_models([run.info.experiment_id])
-        assert run.data.tags["rayalign.aligned_model_id"] == model.model_id
-        assert main(["track", str(copy), "--tracking-uri", server.uri]) == 0  # already there: nothing twice
-        assert json.loads((copy / "mlflow_run.json").read_text())["run_id"] == run_id
-        assert len(client.get_metric_history(run_id, "train/loss")) == steps
-    finally:
-        server.stop()
