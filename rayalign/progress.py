@@ -41,13 +41,15 @@ class Snapshot:
 
 def render(snap: Snapshot, now: float | None = None) -> str:
     """'[████░░░░] 30/120 responses · 50 tok/s · 45s left' for a snapshot: the rates over the time
-    since the phase's first update (until `now`, default its last update)."""
+    since the phase's first update (until `now`, default its last update; a finished phase's until
+    its last update, so the work after it does not dilute them)."""
     count = f"{snap.done}/{snap.total} {snap.unit}" if snap.total else f"{snap.done} {snap.unit}"
     parts = [count]
     if snap.total:
         filled = min(BAR_WIDTH, BAR_WIDTH * snap.done // snap.total)
         parts[0] = f"[{'█' * filled}{'░' * (BAR_WIDTH - filled)}] {count}"
-    elapsed = ((now if now is not None else snap.last_t) or 0.0) - (snap.first_t or 0.0)
+    finished = snap.total and snap.done >= snap.total
+    elapsed = ((now if now is not None and not finished else snap.last_t) or 0.0) - (snap.first_t or 0.0)
     if snap.first_t is not None and elapsed > 0:
         if snap.tokens > snap.first_tokens:
             parts.append(f"{(snap.tokens - snap.first_tokens) / elapsed:.0f} tok/s")
@@ -158,13 +160,16 @@ class Progress:
         stop = threading.Event()
 
         def draw() -> None:
+            shown = None
             while not stop.wait(REFRESH_S):
                 try:
                     snap, now = ray.get(self.board.read.remote(), timeout=5)
                 except Exception:  # noqa: BLE001 — no board, no bar; the stage is unaffected
                     return
-                if snap is not None:
-                    show(f"{head}: {render(snap, now)}")
+                line = f"{head}: {render(snap, now)}" if snap is not None else None
+                if line is not None and line != shown:
+                    show(line)
+                    shown = line
         thread = threading.Thread(target=draw, name="rayalign-progress", daemon=True)
         thread.start()
         try:

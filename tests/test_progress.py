@@ -23,6 +23,9 @@ def test_render_by_hand():
     assert render(snap, now=110.0) == "[█████░░░░░░░░░░░░░░░] 30/120 responses · 50 tok/s · 45s left"
     assert render(Snapshot("steps", total=8)) == "[░░░░░░░░░░░░░░░░░░░░] 0/8 steps"  # nothing done: no rate
     assert render(Snapshot("rows", total=0, done=7, first_t=0.0, last_t=2.0)) == "7 rows"  # no total, no ETA
+    # Done at t = 110 s: the rate stays that of the work (saving a model after it does not dilute it).
+    done = Snapshot("steps", total=4, done=4, tokens=500, first_t=100.0, first_done=1, first_tokens=100, last_t=110.0)
+    assert render(done, now=130.0) == "[████████████████████] 4/4 steps · 40 tok/s · 0s left"
 
 
 @pytest.mark.parametrize("seconds,text", [(44.6, "45s"), (245, "4m05s"), (7380, "2h03m")])
