@@ -133,6 +133,12 @@ def assert_vllm_and_transformers_agree(run_dir: Path) -> None:
 
 
 @pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> str:
+    """A random-weight 2-layer GPT-2 causal LM and its tokenizer: a policy of another architecture."""
+    return save_tiny("gpt2", "causal_lm", tmp_path_factory.mktemp("tiny-gpt2"), seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory) -> str:
     """A random-weight 2-layer Qwen2 causal LM and its tokenizer: a policy of another architecture."""
     return save_tiny("qwen2", "causal_lm", tmp_path_factory.mktemp("tiny-qwen2"), seed=0)

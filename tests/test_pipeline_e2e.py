@@ -17,7 +17,8 @@ from rayalign.pipeline.context import StageError
 from rayalign.pipeline.graph import plan
 from rayalign.pipeline.runner import run_pipeline
 from rayalign.pipeline.stages import PIPELINE
-from tests.conftest import MlflowServer, assert_vllm_and_transformers_agree, run_in_terminal, tiny_overrides
+from tests.conftest import (MlflowServer, assert_vllm_and_transformers_agree, run_in_terminal, save_tiny,
+                            tiny_overrides)
 
 pytestmark = pytest.mark.e2e
 TRL_DPO_METRICS = ("loss", "grad_norm", "learning_rate", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
@@ -29,16 +30,22 @@ UNTIL_TRAIN = [s for s in PIPELINE if s.name != "evaluate"]
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory, tiny_model, prompts_file, ray_local):
+def qwen2_judge(tmp_path_factory) -> str:
+    return save_tiny("qwen2", "reward", tmp_path_factory.mktemp("qwen2-judge"), seed=2)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, tiny_gpt2, prompts_file, ray_local):
     """`rayalign run` as a user types it, in a real terminal: (config, run dir, summary, what the
-    terminal showed). tests/test_architectures_e2e.py runs the pipeline through rayalign.run."""
+    terminal showed). The policy is a GPT-2 (Llama in tests/test_chain_e2e.py and test_ppo_e2e.py,
+    Qwen2 in tests/test_jobs.py), the judge of pairwise ranking a Qwen2 reward model."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     code, screen = run_in_terminal([sys.executable, "-m", "rayalign.cli", "run", "default",
-                                    *tiny_overrides(tiny_model, prompts_file), "--run-dir", str(run_dir)],
+                                    *tiny_overrides(tiny_gpt2, prompts_file), "--run-dir", str(run_dir)],
                                    timeout=1800, record=run_dir.parent / TERMINAL)
     assert code == 0, screen[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    return load_config("default", tiny_overrides(tiny_model, prompts_file)), run_dir, summary, screen
+    return load_config("default", tiny_overrides(tiny_gpt2, prompts_file)), run_dir, summary, screen
 
 
 TERMINAL = "terminal.bytes"  # every byte `rayalign run` wrote to the terminal
@@ -163,13 +170,13 @@ def test_win_rate_and_kl_follow_from_the_evaluation_table(first_run):
     assert summary["kl"] > 0
 
 
-def test_kl_of_a_policy_against_itself_is_zero(first_run, tiny_model):
+def test_kl_of_a_policy_against_itself_is_zero(first_run, tiny_gpt2):
     from rayalign.data.prompts import split_prompts
     from rayalign.evaluation.evaluate import kl_samples
 
     cfg, run_dir, _, _ = first_run
     heldout = split_prompts(read_table(run_dir / "prompts"), "heldout")
-    samples = kl_samples(heldout, tiny_model, tiny_model, cfg)
+    samples = kl_samples(heldout, tiny_gpt2, tiny_gpt2, cfg)
     assert samples.num_rows == heldout.num_rows * cfg.evaluate.samples_per_prompt
     for policy, ref in zip(samples["policy_logprob"].to_pylist(), samples["ref_logprob"].to_pylist()):
         assert abs(policy - ref) < 1e-4
@@ -200,6 +207,7 @@ def test_mlflow_run_holds_params_metrics_datasets_and_artifacts(first_run):
     models = client.search_logged_models([run.info.experiment_id],
                                          filter_string=f"source_run_id = '{child.info.run_id}'")
     assert [m.model_id for m in models] == [run.data.tags["rayalign.aligned_model_id"]]
+    assert models[0].model_id in {m.model_id for m in run.inputs.model_inputs}  # evaluated by the pipeline run
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/evaluate.parquet", "evaluation/reward_distribution.png"} <= artifacts
     assert client.list_artifacts(run.info.run_id, "datasets/pairs")
@@ -240,7 +248,7 @@ def test_track_logs_a_finished_run_directory_into_another_store(first_run, tmp_p
         server.stop()
 
 
-def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny_model, prompts_file):
+def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny_gpt2, prompts_file):
     cfg, run_dir, summary, _ = first_run
     before = manifests(run_dir)
     logs: list[str] = []
@@ -249,7 +257,7 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     assert manifests(run_dir) == before and again["mlflow_run_id"] == summary["mlflow_run_id"]
 
     # ZeRO-3 here also covers the gathered-parameter save of the final checkpoint.
-    changed = load_config("default", tiny_overrides(tiny_model, prompts_file) + ["select.strategy=best_vs_worst",
+    changed = load_config("default", tiny_overrides(tiny_gpt2, prompts_file) + ["select.strategy=best_vs_worst",
                                                                                  "train.zero_stage=3"])
     logs.clear()
     run_pipeline(changed, run_dir, log=logs.append, stages=UNTIL_TRAIN)
@@ -265,12 +273,12 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     assert all(p.numel() > 0 for p in full.parameters())  # not ZeRO-3's empty partitions
 
 
-def test_failing_stage_keeps_completed_outputs(first_run, tiny_model, prompts_file):
+def test_failing_stage_keeps_completed_outputs(first_run, tiny_gpt2, prompts_file):
     _, run_dir, _, _ = first_run
     before = manifests(run_dir)
     pairs_before = read_table(run_dir / "select").num_rows
     # A gap above τ·logit(η) = 100·logit(0.99) ≈ 460 is out of reach of a reward in [-1, 1].
-    impossible = load_config("default", tiny_overrides(tiny_model, prompts_file) + ["select.eta=0.99",
+    impossible = load_config("default", tiny_overrides(tiny_gpt2, prompts_file) + ["select.eta=0.99",
                                                                                     "select.tau=100"])
     with pytest.raises(StageError, match="no pairs"):
         run_pipeline(impossible, run_dir, log=lambda _: None)
@@ -295,13 +303,13 @@ def median_perplexity(run_dir) -> float:
     ("rs_dpo", "hinge_norm", ["train.budget_lambda=1.0", "select.max_perplexity={ppl}"], "select/kept_fraction",
      "kept"),
 ])
-def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_model, tiny_reward_model, prompts_file, strategy,
+def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_gpt2, qwen2_judge, prompts_file, strategy,
                                                 loss, extra, metric, expected):
     _, run_dir, _, _ = first_run
     ppl = median_perplexity(run_dir)
-    cfg = load_config("default", tiny_overrides(tiny_model, prompts_file)
+    cfg = load_config("default", tiny_overrides(tiny_gpt2, prompts_file)
                       + [f"select.strategy={strategy}", f"train.loss={loss}",
-                         *(e.format(rm=tiny_reward_model, ppl=ppl) for e in extra)])
+                         *(e.format(rm=qwen2_judge, ppl=ppl) for e in extra)])
     summary = run_pipeline(cfg, run_dir, log=lambda _: None, stages=UNTIL_TRAIN)
     pairs = read_table(run_dir / "select")
     assert set(pairs["strategy"].to_pylist()) == {strategy} and pairs.num_rows == summary["pairs"] > 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import time
+from collections.abc import Callable
 
 import pyarrow as pa
 import pytest
@@ -45,18 +47,32 @@ def test_planned_steps_are_the_steps_training_makes(rows, micro, world, accumula
     assert planned_steps(rows, cfg) == epochs * per_epoch
 
 
+def settled(progress: Progress, done: Callable[[Snapshot], bool], timeout_s: float = 30) -> bool:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        snap, _ = ray.get(progress.board.read.remote())
+        if snap is not None and done(snap):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_the_board_counts_a_dataset_as_it_flows(ray_local):
     import ray
 
     progress = Progress.start()
     ds = ray.data.from_arrow(pa.table({"num_tokens": [3] * 40})).repartition(4)
     assert progress.counted(ds, 40, "responses").count() == 40
+    assert settled(progress, lambda s: s.done == 40)  # the counts are sent without waiting: they arrive soon
     snap, _ = ray.get(progress.board.read.remote())
     assert (snap.unit, snap.total, snap.done, snap.tokens) == ("responses", 40, 40, 120)
     # A resumed training run's steps move the count, and the rate starts after them.
     progress.phase(lambda: 10, "steps")
     progress.board.add.remote(6, skipped=True)
     progress.board.add.remote(1, 5)
+    assert settled(progress, lambda s: s.done == 7)
     snap, _ = ray.get(progress.board.read.remote())
     assert (snap.done, snap.first_done, snap.tokens, snap.first_tokens) == (7, 7, 5, 5)
     assert Progress().counted(ds, 40, "responses") is ds  # no board: the dataset as it was

@@ -5,6 +5,7 @@ import ray
 from rayalign.actors.rewards import RewardModelScorer, VaderReward
 from rayalign.actors.runtime import map_with_actors
 from rayalign.config import ActorResources
+from tests.conftest import save_tiny
 
 
 def scored_batch():
@@ -19,8 +20,17 @@ def test_vader_scores_sentiment():
     assert out["reward_model"].to_pylist() == ["vader"] * 3
 
 
-def test_reward_model_scorer_is_batch_invariant(tiny_reward_model):
-    scorer = RewardModelScorer(tiny_reward_model, batch_size=2)
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+def reward_checkpoint(request, tmp_path_factory, tiny_reward_model) -> str:
+    """Sequence-classification reward models of three architectures (GPT-2 pools its last token
+    differently from Llama and Qwen2, where padding bugs show)."""
+    if request.param == "llama":
+        return tiny_reward_model
+    return save_tiny(request.param, "reward", tmp_path_factory.mktemp(f"{request.param}-rm"), seed=1)
+
+
+def test_reward_model_scorer_is_batch_invariant(reward_checkpoint):
+    scorer = RewardModelScorer(reward_checkpoint, batch_size=2)
     batch = scored_batch()
     together = scorer(batch)["reward"].to_pylist()
     alone = [scorer(batch.slice(i, 1))["reward"].to_pylist()[0] for i in range(3)]

@@ -333,6 +333,10 @@ class PPOConfig(TrainerConfig):
 
 
 class EvaluateConfig(Section):
+    enabled: bool = Field(
+        True, description="Evaluate the aligned policy against the SFT policy on the held-out prompts; false "
+        "ends the run with training (a quick iteration on selection or training settings)."
+    )
     samples_per_prompt: int = Field(2, ge=1, description="Responses per held-out prompt and policy.")
     gold_reward: Literal["vader", "reward_model"] = Field(
         "vader", description="Reward that judges SFT vs aligned: 'vader' (the default task's sentiment), or "

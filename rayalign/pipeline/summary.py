@@ -53,17 +53,21 @@ def format_summary(summary: dict) -> str:
     lines = ["", "stage        rows      seconds", "-----------  --------  -------"]
     for stage, seconds in summary["stage_seconds"].items():
         lines.append(f"{stage:<11}  {summary['stage_rows'][stage]:>8}  {seconds:>7.1f}")
-    lines += [
-        "",
-        f"held-out prompts: {summary['heldout_prompts']}"
-        + (f"   preference pairs: {summary['pairs']}" if "pairs" in summary else ""),
-        "policy     mean gold reward",
-        f"SFT        {summary['sft_reward']:+.4f}",
-        f"aligned    {summary['aligned_reward']:+.4f}",
-        f"win rate of aligned over SFT: {summary['win_rate']:.3f}",
-        "mean per-sequence KL(aligned || reference): " + (f"{summary['kl']:.3f} nats" if summary["kl"] is not None
-                                                          else "not estimated (evaluate.temperature/top_p != 1)"),
-    ]
+    pairs = f"preference pairs: {summary['pairs']}" if "pairs" in summary else ""
+    if "win_rate" not in summary:
+        lines += ["", pairs, "not evaluated (evaluate.enabled=false)"]
+    else:
+        lines += [
+            "",
+            f"held-out prompts: {summary['heldout_prompts']}" + (f"   {pairs}" if pairs else ""),
+            "policy     mean gold reward",
+            f"SFT        {summary['sft_reward']:+.4f}",
+            f"aligned    {summary['aligned_reward']:+.4f}",
+            f"win rate of aligned over SFT: {summary['win_rate']:.3f}",
+            "mean per-sequence KL(aligned || reference): " + (
+                f"{summary['kl']:.3f} nats" if summary["kl"] is not None
+                else "not estimated (evaluate.temperature/top_p != 1)"),
+        ]
     if "rm_heldout_accuracy" in summary:
         lines.append(f"reward model on held-out pairs: accuracy {summary['rm_heldout_accuracy']:.3f}"
                      + (f", agreement with the gold reward {summary['rm_gold_agreement']:.3f}"

@@ -51,6 +51,7 @@ def summary(folder: Path, metrics: dict) -> dict:
 STAGE = Stage(
     name="evaluate",
     run=run,
+    active=lambda cfg: cfg.evaluate.enabled,
     reads=(prompts.STAGE,),
     starts_from_policy=True,  # the aligned policy
     settings=lambda cfg: [settings(cfg.evaluate), settings(cfg.sample), settings(cfg.model)],
