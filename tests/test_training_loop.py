@@ -126,3 +126,19 @@ def test_grad_norm_is_the_norm_before_clipping(one_process_group, zero_stage):
     assert grad_norm(engine) == pytest.approx(5.0)
     assert seen[0].tolist() == pytest.approx([0.6, 0.8])  # the optimizer got the clipped gradient
     engine.destroy()
+
+
+def test_preference_training_turns_dropout_off(tmp_path):
+    """GPT-2 drops out by default (p 0.1): two forward passes in training mode differ until the
+    dropout is off, as in TRL's DPO, reward and PPO trainers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rayalign.training.loop import without_dropout
+    from tests.conftest import save_tiny
+
+    model = AutoModelForCausalLM.from_pretrained(save_tiny("gpt2", "causal_lm", tmp_path, seed=0)).train()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+    without_dropout(model)
+    assert torch.equal(model(ids).logits, model(ids).logits)

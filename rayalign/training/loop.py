@@ -47,6 +47,18 @@ def _set_rank_env(ctx) -> None:
     os.environ.setdefault("LOCAL_WORLD_SIZE", str(ctx.get_local_world_size()))
 
 
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every dropout off, as TRL's DPO, reward and PPO trainers train by default: with
+    dropout the policy's log-probs differ from the reference's at the same weights (DPO's first loss
+    would not be log 2) and rewards and advantages get noise. SFT keeps the model's dropout."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # attention that drops by a rate
+            module.attention_dropout = 0.0
+    return model
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """LR multiplier of optimizer step `step` (0-based): linear warm-up min(1, (step + 1)/W), so the
     first step already learns and step W − 1 reaches the full rate; 1 without warm-up."""

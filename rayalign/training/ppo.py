@@ -28,7 +28,7 @@ from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penali
                                  ppo_policy_loss, ppo_value_loss)
 from rayalign.pretrained import load_model, load_tokenizer
 from rayalign.training.loop import (deepspeed_engine, grad_norm, report_final, report_resumable, resume, setup_worker,
-                                    step_logger)
+                                    step_logger, without_dropout)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -130,9 +130,9 @@ def train_loop(loop_config: dict) -> None:
     trust = loop_config["trust_remote_code"]
     tokenizer = load_tokenizer(loop_config["model_path"], trust)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    policy = deepspeed_engine(load_model(AutoModelForCausalLM, loop_config["model_path"], trust, dtype=torch.float32),
-                              cfg, world)
-    critic = deepspeed_engine(load_critic(loop_config["critic_path"], trust),
+    policy = deepspeed_engine(without_dropout(load_model(AutoModelForCausalLM, loop_config["model_path"], trust,
+                                                         dtype=torch.float32)), cfg, world)
+    critic = deepspeed_engine(without_dropout(load_critic(loop_config["critic_path"], trust)),
                               cfg.model_copy(update={"learning_rate": cfg.critic_learning_rate}), world)
     reference = load_model(AutoModelForCausalLM, loop_config["reference_path"], trust, dtype=torch.float32).to(device)
     reference.eval().requires_grad_(False)

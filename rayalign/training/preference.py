@@ -14,7 +14,7 @@ from rayalign.config import TrainConfig
 from rayalign.logprobs import pad_batch, sequence_logprobs
 from rayalign.losses import budget_regularizer, dpo_loss, hinge_norm_loss, ipo_loss, slic_loss
 from rayalign.pretrained import load_model
-from rayalign.training.loop import worker_fit
+from rayalign.training.loop import without_dropout, worker_fit
 
 
 def pair_losses(cfg: TrainConfig, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor | None,
@@ -78,8 +78,8 @@ def train_loop(loop_config: dict) -> None:
 
     def build(tokenizer):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        model = load_model(AutoModelForCausalLM, loop_config["model_path"], loop_config["trust_remote_code"],
-                           dtype=torch.float32)
+        model = without_dropout(load_model(AutoModelForCausalLM, loop_config["model_path"],
+                                           loop_config["trust_remote_code"], dtype=torch.float32))
         return model, functools.partial(preference_batch_loss, cfg=cfg, pad_id=pad_id,
                                         use_reference=loop_config["use_reference"])
 

@@ -13,7 +13,7 @@ from rayalign.actors.reward_model import reward_inputs
 from rayalign.config import RewardModelConfig
 from rayalign.losses import bradley_terry_loss
 from rayalign.pretrained import load_model
-from rayalign.training.loop import worker_fit
+from rayalign.training.loop import without_dropout, worker_fit
 
 
 def prompt_grouped_order(prompt_ids: Sequence[str], seed: int) -> list[int]:
@@ -78,6 +78,7 @@ def train_loop(loop_config: dict) -> None:
         # Saved with the checkpoint, so whoever scores with it truncates as training did.
         tokenizer.model_max_length = cfg.max_seq_len
         model = load_reward_model(loop_config["model_path"], tokenizer, loop_config["trust_remote_code"])
+        model = without_dropout(model)
         return model, functools.partial(rm_batch_loss, tokenizer=tokenizer)
 
     worker_fit(loop_config, cfg, build)
