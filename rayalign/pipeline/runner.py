@@ -17,7 +17,7 @@ from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.graph import cache_keys, inputs, plan
 from rayalign.pipeline.resources import ensure_resources
 from rayalign.pipeline.stage import Stage
-from rayalign.pipeline.stages import PIPELINE
+from rayalign.pipeline.stages import PIPELINE, select
 from rayalign.pipeline.store import StageStore, exclusive, writable_run_dir
 from rayalign.pipeline.summary import build_summary, write_summary
 from rayalign.progress import Progress
@@ -83,10 +83,9 @@ def _check_models(cfg: RunConfig) -> str:
                       (cfg.reward_model.base_model if cfg.reward_model.enabled else None, "reward_model.base_model")):
         if path:
             resolve_model(path, key)
-    judged = cfg.select.strategy == "pairwise_ranking" and cfg.select.judge == "reward_model"
     for path, key in ((cfg.score.reward_model_path if cfg.score.reward == "reward_model" else None,
                        "score.reward_model_path"),
-                      (cfg.select.judge_model_path if judged else None, "select.judge_model_path"),
+                      (cfg.select.judge_model_path if select.judged(cfg) else None, "select.judge_model_path"),
                       (cfg.evaluate.gold_reward_model_path if cfg.evaluate.gold_reward == "reward_model" else None,
                        "evaluate.gold_reward_model_path")):
         if path:

@@ -25,14 +25,15 @@ from rayalign.selection.pairs import drop_pairs, explode_pairs, selection_table
 PLOT = "selection.png"
 
 
-def _judged(cfg: RunConfig) -> bool:
+def judged(cfg: RunConfig) -> bool:
+    """Whether a reward-model judge orders the pairs (pairwise ranking with select.judge=reward_model)."""
     return cfg.select.strategy == "pairwise_ranking" and cfg.select.judge == "reward_model"
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg.select
     scored = read_stage(ctx.path(score.STAGE))
-    if _judged(ctx.cfg):
+    if judged(ctx.cfg):
         scored = ctx.progress.counted(map_with_actors(scored, RewardModelScorer, {
             "model_path": cfg.judge_model_path or reward_model.trained(ctx), "column": "judge_reward",
             "trust_remote_code": ctx.cfg.model.trust_remote_code},
@@ -88,7 +89,7 @@ STAGE = Stage(
     reads=(score.STAGE, reward_model.STAGE),
     settings=lambda cfg: [settings(cfg.select)],
     # Pairwise ranking with a reward-model judge scores candidates in a pool with the score settings.
-    needs=lambda cfg: actor_bundles(cfg.score.resources) if _judged(cfg) else [],
+    needs=lambda cfg: actor_bundles(cfg.score.resources) if judged(cfg) else [],
     needs_set_by="score.resources.min_actors / num_gpus / num_cpus (the reward-model judge uses them)",
     schema=schemas.PAIRS,
     track=track,
