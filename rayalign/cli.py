@@ -33,14 +33,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _track(args: argparse.Namespace) -> int:
     from rayalign.pipeline.runner import run_pipeline
-    from rayalign.pipeline.store import writable_run_dir
 
     run_dir = Path(args.run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{config} does not exist: {run_dir} is not a rayalign run directory")
-    summary = run_pipeline(load_config(str(config)), writable_run_dir(run_dir), tracking_uri=args.tracking_uri,
-                           track_only=True)
+    summary = run_pipeline(load_config(str(config)), run_dir, tracking_uri=args.tracking_uri, track_only=True)
     print(f"rayalign: {run_dir} is in MLflow run {summary['mlflow_run_id']} at {summary['tracking_uri']}")
     return 0
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -86,12 +86,11 @@ class ProgressBoard:
         if s is None:
             return
         now = time.monotonic()
-        done, tokens = s.done + items, s.tokens + tokens
+        s = replace(s, done=s.done + items, tokens=s.tokens + tokens, last_t=now)
         if s.first_t is None or skipped:
             # The rate starts at the first real update: what came before it took an unknown time.
-            self.snap = Snapshot(s.unit, s.total, done, tokens, None if skipped else now, done, tokens, now)
-        else:
-            self.snap = Snapshot(s.unit, s.total, done, tokens, s.first_t, s.first_done, s.first_tokens, now)
+            s = replace(s, first_t=None if skipped else now, first_done=s.done, first_tokens=s.tokens)
+        self.snap = s
 
     def clear(self) -> None:
         self.snap = None
