@@ -136,7 +136,9 @@ class Progress:
         """The running stage now works through `total` `unit`s (0: a total it does not know; a
         callable is only called when there is a bar to show)."""
         if self.board is not None:
-            self.board.begin.remote(int(total() if callable(total) else total), unit)
+            # Waited for: the workers' counts come from other callers, which Ray does not order
+            # after this call, and a late begin would wipe the counts that got in before it.
+            ray.get(self.board.begin.remote(int(total() if callable(total) else total), unit))
 
     def count(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """`ds`, counting its rows (and their num_tokens) into the running phase as they come out."""
