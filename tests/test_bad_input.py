@@ -96,6 +96,8 @@ CASES = [
     Case("reward model not a sequence classifier",
          lambda d, m: default(m, "score.reward=reward_model", f"score.reward_model_path={m}"),
          ("score.reward_model_path", "LlamaForCausalLM", "not a reward model", "sequence classification")),
+    Case("KV cache too small for max_model_len", lambda d, m: default(m, "sample.max_model_len=4000000"),
+         ("sample.max_model_len=4000000", "GiB of vLLM KV cache", "sample.kv_cache_gib=1")),
     # Cluster, tracking, run directory.
     Case("Ray address that does not answer", lambda d, m: default(m, "--address", "127.0.0.1:1"),
          ("no Ray cluster answers at 127.0.0.1:1", "ray start --head")),

@@ -94,7 +94,8 @@ class SampleConfig(Section):
     max_tokens: int = Field(48, ge=1, description="Most new tokens per response.")
     seed: int = Field(0, description="Base seed; each prompt gets its own seed derived from it and its id.")
     max_model_len: int = Field(512, ge=16, description="vLLM context length (prompt + response).")
-    kv_cache_gib: int = Field(1, ge=1, description="vLLM CPU KV-cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE).")
+    kv_cache_gib: int = Field(1, ge=1, description="vLLM CPU KV-cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE); "
+                              "one sequence of max_model_len tokens must fit (checked as a run starts).")
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vLLM share of GPU memory per actor.")
     enforce_eager: bool = Field(
         True, description="Skip vLLM's graph capture/compilation: faster start, slower steady state on GPUs."

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from rayalign.config import RunConfig
+from rayalign.kv_cache import check_kv_cache
 from rayalign.models import require_reward_model, resolve_model
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.graph import cache_keys, inputs, plan
@@ -79,6 +80,7 @@ def _check_models(cfg: RunConfig) -> str:
     """The policy's local checkpoint. Every model the config names is checked first, reward models
     for a sequence-classification head, so that a wrong path fails before any stage runs."""
     policy = resolve_model(cfg.model.policy, "model.policy")
+    check_kv_cache(policy, "model.policy", cfg)  # SFT, evaluation and PPO engines share its shape
     for path, key in ((cfg.model.reference, "model.reference"),
                       (cfg.reward_model.base_model if cfg.reward_model.enabled else None, "reward_model.base_model")):
         if path:
