@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rayalign.cli import main
+from rayalign.data.parquet import read_table
 from tests.conftest import assert_vllm_and_transformers_agree, free_port, tiny_overrides
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +71,8 @@ def ray_head():
 
 def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_qwen2, prompts_file, tmp_path, capsys):
     """The whole pipeline as a job, with a Qwen2 policy: besides jobs and tracking, this is the
-    end-to-end run of a second architecture other than Llama (tests/test_architectures_e2e.py: GPT-2)."""
+    end-to-end run of Qwen2 as a policy (tests/test_pipeline_e2e.py: GPT-2, test_chain_e2e.py: Llama)
+    and of RSO selection with the IPO loss."""
     from mlflow import MlflowClient
     from transformers import AutoConfig
 
@@ -79,7 +81,8 @@ def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_qwen2, pr
     run_dir = tmp_path / "job-run"
     # Without evaluation, which tests/test_pipeline_e2e.py checks (and its MLflow records) locally.
     code = main(["submit", "default", *tiny_overrides(tiny_qwen2, prompts_file), "data.instruction='{prompt}'",
-                 "evaluate.enabled=false", f"tracking.uri={uri}", f"tracking.register_model={REGISTERED}",
+                 "evaluate.enabled=false", "select.strategy=rso", "train.loss=ipo", "train.ipo_token_mean=true",
+                 f"tracking.uri={uri}", f"tracking.register_model={REGISTERED}",
                  "--address", ray_head, "--run-dir", str(run_dir), "--wait"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
@@ -95,6 +98,11 @@ def test_tiny_pipeline_succeeds_as_a_job(mlflow_server, ray_head, tiny_qwen2, pr
     run = client.get_run(saved["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["sample.k"] == "4" and run.data.params["tracking.uri"] == uri
+    assert run.data.params["train.loss"] == "ipo"
+    assert run.data.metrics["select/rso_acceptance_rate"] == pytest.approx(0.5)  # max(2, k // 4) of k = 4
+    pairs = read_table(run_dir / "select")
+    assert set(pairs["strategy"].to_pylist()) == {"rso"}
+    assert all(c > r for c, r in zip(pairs["chosen_reward"].to_pylist(), pairs["rejected_reward"].to_pylist()))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert run.data.metrics["pairs"] == pytest.approx(summary["pairs"])
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1

@@ -96,7 +96,7 @@ def test_training_writes_a_loadable_hf_checkpoint_and_metrics(first_run):
     model_dir = run_dir / "train" / "model"
     AutoModelForCausalLM.from_pretrained(model_dir)
     AutoTokenizer.from_pretrained(model_dir)
-    history = [json.loads(x) for x in (run_dir / "train" / "train_metrics.jsonl").read_text().splitlines()]
+    history = train_history(run_dir)
     assert history[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1
     # Warm-up W = 2 at lr 1e-3: steps 1, 2, 3 at 5e-4, 1e-3, 1e-3, each logged with the step it drove.
     assert len(history) >= 2
@@ -250,6 +250,9 @@ def test_track_logs_a_finished_run_directory_into_another_store(first_run, tmp_p
 
 
 def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny_gpt2, prompts_file):
+    """The same config reuses every stage; another strategy and loss recompute selection and
+    training only. That rerun is also the end-to-end run of best-vs-worst with the perplexity
+    filter and of the hinge-norm loss (tests/test_jobs.py: RSO and IPO; below: ranking and SLiC)."""
     cfg, run_dir, summary, _ = first_run
     before = manifests(run_dir)
     logs: list[str] = []
@@ -257,17 +260,29 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     assert all("complete, reusing" in line for line in logs) and len(logs) == len(STAGES)
     assert manifests(run_dir) == before and again["mlflow_run_id"] == summary["mlflow_run_id"]
 
-    # ZeRO-3 here also covers the gathered-parameter save of the final checkpoint.
-    changed = load_config("default", tiny_overrides(tiny_gpt2, prompts_file) + ["select.strategy=best_vs_worst",
-                                                                                 "train.zero_stage=3"])
+    # The median perplexity keeps about half of the candidates. ZeRO-3 here also covers the
+    # gathered-parameter save of the final checkpoint.
+    ppl = median_perplexity(run_dir)
+    changed = load_config("default", tiny_overrides(tiny_gpt2, prompts_file) + [
+        "select.strategy=best_vs_worst", f"select.max_perplexity={ppl}", "train.loss=hinge_norm",
+        "train.budget_lambda=1.0", "train.zero_stage=3"])
     logs.clear()
-    run_pipeline(changed, run_dir, log=logs.append, stages=UNTIL_TRAIN)
+    summary = run_pipeline(changed, run_dir, log=logs.append, stages=UNTIL_TRAIN)
     after = manifests(run_dir)
     kept = [s for s in STAGES if s != "evaluate" and after[s]["completed_at"] == before[s]["completed_at"]]
     assert kept == ["prompts", "sample", "reference", "score"]
     pairs = read_table(run_dir / "select")
-    assert set(pairs["strategy"].to_pylist()) == {"best_vs_worst"}
+    assert set(pairs["strategy"].to_pylist()) == {"best_vs_worst"} and pairs.num_rows == summary["pairs"] > 0
     assert pairs.num_rows == len(set(pairs["prompt_id"].to_pylist()))  # one pair per prompt
+    assert all(c > r for c, r in zip(pairs["chosen_reward"].to_pylist(), pairs["rejected_reward"].to_pylist()))
+    sample = read_table(run_dir / "sample")
+    kept_share = [math.exp(-lp / n) <= ppl for lp, n in zip(sample["sampler_logprob"].to_pylist(),
+                                                            sample["num_tokens"].to_pylist())]
+    run = mlflow.MlflowClient(summary["tracking_uri"]).get_run(summary["mlflow_run_id"])
+    assert run.data.params["train.loss"] == "hinge_norm"
+    assert run.data.metrics["select/kept_fraction"] == pytest.approx(sum(kept_share) / len(kept_share))
+    assert 0 < run.data.metrics["select/kept_fraction"] < 1
+    assert all(math.isfinite(h["loss"]) for h in train_history(run_dir))
     from transformers import AutoModelForCausalLM
 
     full = AutoModelForCausalLM.from_pretrained(run_dir / "train" / "model")
@@ -294,50 +309,29 @@ def median_perplexity(run_dir) -> float:
     return ppl[len(ppl) // 2]
 
 
-@pytest.mark.parametrize("strategy,loss,extra,metric,expected", [
-    # k = 4 candidates, the default accepts max(2, 4 // 4) = 2 of them. The aligned model not logged.
-    ("rso", "ipo", ["train.ipo_token_mean=true", "tracking.log_model=false"], "select/rso_acceptance_rate", 0.5),
-    # A judge built on a (here random) reward model, scored once per candidate.
-    ("pairwise_ranking", "slic", ["select.judge=reward_model", "select.judge_model_path={rm}"],
-     "select/comparisons_per_prompt", None),
-    # The median perplexity keeps about half of the candidates.
-    ("rs_dpo", "hinge_norm", ["train.budget_lambda=1.0", "select.max_perplexity={ppl}"], "select/kept_fraction",
-     "kept"),
-])
-def test_each_strategy_and_loss_runs_end_to_end(first_run, tiny_gpt2, qwen2_judge, prompts_file, strategy,
-                                                loss, extra, metric, expected):
+def train_history(run_dir) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "train" / "train_metrics.jsonl").read_text().splitlines()]
+
+
+def test_pairwise_ranking_by_a_judge_and_slic_run_end_to_end(first_run, tiny_gpt2, qwen2_judge, prompts_file):
+    """A judge built on a (here random) Qwen2 reward model, scored once per candidate, orders the
+    pairs; SLiC alone runs without a reference model; the aligned model is not logged when told not to."""
     _, run_dir, _, _ = first_run
-    ppl = median_perplexity(run_dir)
-    cfg = load_config("default", tiny_overrides(tiny_gpt2, prompts_file)
-                      + [f"select.strategy={strategy}", f"train.loss={loss}",
-                         *(e.format(rm=qwen2_judge, ppl=ppl) for e in extra)])
+    cfg = load_config("default", tiny_overrides(tiny_gpt2, prompts_file) + [
+        "select.strategy=pairwise_ranking", "train.loss=slic", "select.judge=reward_model",
+        f"select.judge_model_path={qwen2_judge}", "tracking.log_model=false"])
     summary = run_pipeline(cfg, run_dir, log=lambda _: None, stages=UNTIL_TRAIN)
     pairs = read_table(run_dir / "select")
-    assert set(pairs["strategy"].to_pylist()) == {strategy} and pairs.num_rows == summary["pairs"] > 0
-    if "select.judge=reward_model" not in extra:  # with a judge, its reward model orders the pair
-        for c, r in zip(pairs["chosen_reward"].to_pylist(), pairs["rejected_reward"].to_pylist()):
-            assert c > r
-    history = [json.loads(x) for x in (run_dir / "train" / "train_metrics.jsonl").read_text().splitlines()]
-    assert all(math.isfinite(h["loss"]) for h in history)
+    assert set(pairs["strategy"].to_pylist()) == {"pairwise_ranking"} and pairs.num_rows == summary["pairs"] > 0
+    assert all(math.isfinite(h["loss"]) for h in train_history(run_dir))
     ref = read_table(run_dir / "reference")["ref_logprob"]
-    assert (ref.null_count == len(ref)) == (loss == "slic")  # SLiC alone runs without a reference model
-    mlflow.set_tracking_uri(summary["tracking_uri"])
-    run = mlflow.get_run(summary["mlflow_run_id"])
-    assert run.data.params["train.loss"] == loss and metric in run.data.metrics
-    if expected == "kept":  # the share of candidates at or below the median perplexity
-        sample = read_table(run_dir / "sample")
-        kept = [math.exp(-lp / n) <= ppl for lp, n in zip(sample["sampler_logprob"].to_pylist(),
-                                                          sample["num_tokens"].to_pylist())]
-        assert run.data.metrics[metric] == pytest.approx(sum(kept) / len(kept))
-        assert 0 < run.data.metrics[metric] < 1
-    elif expected is not None:
-        assert run.data.metrics[metric] == pytest.approx(expected)
+    assert ref.null_count == len(ref)
+    client = mlflow.MlflowClient(summary["tracking_uri"])
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.params["train.loss"] == "slic" and "select/comparisons_per_prompt" in run.data.metrics
     assert (run_dir / "select" / "selection.png").is_file()
-    # The training's nested run of this config (the newest) has a logged model unless told not to.
-    from mlflow import MlflowClient
-
-    client = MlflowClient(summary["tracking_uri"])
+    # The training's nested run of this config (the newest) has no logged model.
     child = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' and "
                                "tags.`rayalign.stage` = 'train'", order_by=["attributes.start_time DESC"])[0]
-    logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == child.info.run_id]
-    assert len(logged) == (0 if "tracking.log_model=false" in extra else 1)
+    assert not [m for m in client.search_logged_models([run.info.experiment_id])
+                if m.source_run_id == child.info.run_id]
