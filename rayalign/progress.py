@@ -138,7 +138,11 @@ class Progress:
         if self.board is not None:
             # Waited for: the workers' counts come from other callers, which Ray does not order
             # after this call, and a late begin would wipe the counts that got in before it.
-            ray.get(self.board.begin.remote(int(total() if callable(total) else total), unit))
+            begun = self.board.begin.remote(int(total() if callable(total) else total), unit)
+            try:
+                ray.get(begun, timeout=30)
+            except Exception:  # noqa: BLE001 — the bar is a courtesy: the stage goes on without it
+                pass
 
     def count(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """`ds`, counting its rows (and their num_tokens) into the running phase as they come out."""
