@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from rayalign.config import ConfigError, RunConfig
+from rayalign.pretrained import load_model_config
 
 GIB = 1 << 30
 # vLLM pages the cache in blocks: the longest max_model_len it accepts can be a block under the
@@ -39,9 +40,8 @@ def check_kv_cache(model_path: str, key: str, cfg: RunConfig) -> None:
     sample.max_model_len tokens of the model at `model_path` (named by its config key `key`)."""
     if cfg.sample.resources.num_gpus:
         return
-    from transformers import AutoConfig
-
-    per_token = kv_bytes_per_token(AutoConfig.from_pretrained(model_path), cfg.model.dtype)
+    model_config = load_model_config(model_path, cfg.model.trust_remote_code)
+    per_token = kv_bytes_per_token(model_config, cfg.model.dtype)
     if per_token is None:
         return
     tokens, have = cfg.sample.max_model_len, cfg.sample.kv_cache_gib * GIB

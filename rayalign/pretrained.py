@@ -18,6 +18,14 @@ def load_model(auto_class: Any, path: str | Path, trust_remote_code: bool = Fals
     return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs)
 
 
+def load_model_config(path: str | Path, trust_remote_code: bool = False):
+    """The transformers config of a checkpoint directory, running code from it only with
+    `trust_remote_code`."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False, **kwargs: Any):
     """The tokenizer of a checkpoint directory (or of a GGUF file in it: gguf_file=), running code
     from it only with `trust_remote_code`. Explicit False: transformers' default (None) asks on a
