@@ -8,12 +8,15 @@ import ast
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -352,15 +355,27 @@ except jobs.JobError as exc:
 """
 
 
+@contextmanager
+def local_head(env: dict, cwd: Path) -> Iterator[dict]:
+    """A Ray started by rayalign's connect_ray(None) in a process of its own, running until the
+    block ends: what it says of itself (dashboard URL, token auth on, node IP)."""
+    head = subprocess.Popen([sys.executable, "-c", HEAD], env=env, cwd=cwd, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield json.loads(head.stdout.readline())
+    finally:
+        head.stdin.close()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+
 def test_a_local_ray_listens_on_loopback_with_token_auth_and_rayalign_jobs_authenticate(tmp_path):
     token = "5eC7e7" * 8
     # A clean environment: nothing tells Ray to enable or disable auth, nor where a cluster is.
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
     env.update(RAY_AUTH_TOKEN=token, PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
-    head = subprocess.Popen([sys.executable, "-c", HEAD], env=env, cwd=tmp_path, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        info = json.loads(head.stdout.readline())
+    with local_head(env, tmp_path) as info:
         host, port = info["dashboard"].rsplit(":", 1)
         assert host == "127.0.0.1" and info["token_auth"] is True
         if info["node_ip"] != "127.0.0.1":  # not reachable from the network side
@@ -382,12 +397,6 @@ def test_a_local_ray_listens_on_loopback_with_token_auth_and_rayalign_jobs_authe
         out = subprocess.run([sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=120).stdout
         assert "raysubmit_nosuchjob" in out and "does not exist" in out and "Authentication" not in out, out
-    finally:
-        head.stdin.close()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
 
 
 @pytest.fixture
@@ -431,3 +440,35 @@ def test_a_job_gets_no_local_secret_unless_named(monkeypatch, tmp_path):
         job_runtime_env(str(tmp_path), ["RAYALIGN_UNSET_VARIABLE"])
     args = build_parser().parse_args(["submit", "--address", "http://h:8265", "--env", "A", "--env", "B"])
     assert args.env == ["A", "B"]  # what `rayalign submit` hands to jobs.submit
+
+
+def test_a_local_ray_writes_its_new_token_for_its_owner_only(tmp_path):
+    """Ray writes ~/.ray/auth_token with the umask (0644 here): rayalign creates it 0600 first."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH",
+                                                            "RAY_AUTH_TOKEN")}
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    with local_head(env, tmp_path) as info:
+        assert info["token_auth"] is True
+        token = home / ".ray" / "auth_token"
+        assert token.stat().st_mode & 0o777 == 0o600
+        assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())  # the cluster runs with it: Ray did not rewrite it
+
+
+def test_an_existing_token_is_kept_and_a_readable_one_named(tmp_path, monkeypatch):
+    from rayalign.pipeline.runner import private_ray_token
+
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("a" * 64)
+    token.chmod(0o644)
+    with pytest.warns(UserWarning, match=r"readable by other users.*chmod 600"):
+        assert private_ray_token() == token
+    assert token.read_text() == "a" * 64 and token.stat().st_mode & 0o777 == 0o644  # the user's file, untouched
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    token.unlink()
+    assert private_ray_token() is None and not token.exists()

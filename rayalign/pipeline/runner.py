@@ -4,8 +4,10 @@ tracking each and writing the summary."""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,6 +50,29 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def private_ray_token() -> Path | None:
+    """Create Ray's default token file (~/.ray/auth_token) readable by its owner only, where a
+    local Ray would otherwise write it with the process's umask (0644: every user of the host
+    could read it and run jobs on the cluster). Ray then finds the token and uses it. A token file
+    that exists already is left as it is, with a warning when others can read it. Nothing is done
+    where the token comes from elsewhere (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) or auth is off."""
+    if (os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN")
+            or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        return None
+    path = Path.home() / ".ray" / "auth_token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            warnings.warn(f"Ray's token {path} is readable by other users of this host, who could run jobs on "
+                          f"the cluster with it: chmod 600 {path}", stacklevel=2)
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # Ray's own token format
+    return path
+
+
 def connect_ray(address: str | None) -> None:
     """Join the cluster at `address`, or start/join a local Ray when None. A Ray started here keeps
     Ray's token authentication (on by default for a new local cluster; RAY_AUTH_MODE=disabled turns
@@ -58,6 +83,8 @@ def connect_ray(address: str | None) -> None:
         check_reachable(address)
     if ray.is_initialized():
         return
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        private_ray_token()
     try:
         # dashboard_host applies only when this call starts Ray; explicit so that no Ray default can
         # open the dashboard, which runs jobs for whoever reaches it, to the network.
