@@ -45,11 +45,12 @@ def check_kv_cache(model_path: str, key: str, cfg: RunConfig) -> None:
     if per_token is None:
         return
     tokens, have = cfg.sample.max_model_len, cfg.sample.kv_cache_gib * GIB
-    if tokens * per_token <= have:
+    need = tokens * per_token
+    if need <= have:
         return
     suggested = (have // per_token // BLOCK_TOKENS - 1) * BLOCK_TOKENS
     raise ConfigError(
-        f"sample.max_model_len={tokens} needs {tokens * per_token / GIB:.2f} GiB of vLLM KV cache for one "
+        f"sample.max_model_len={tokens} needs {need / GIB:.2f} GiB of vLLM KV cache for one "
         f"sequence of {key} ({per_token} bytes per token in {cfg.model.dtype}), more than "
         f"sample.kv_cache_gib={cfg.sample.kv_cache_gib}. Fix: raise sample.kv_cache_gib to "
-        f"{math.ceil(tokens * per_token / GIB)} or lower sample.max_model_len to {suggested} or less")
+        f"{math.ceil(need / GIB)} or lower sample.max_model_len to {suggested} or less")

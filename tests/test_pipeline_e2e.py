@@ -275,9 +275,7 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     assert set(pairs["strategy"].to_pylist()) == {"best_vs_worst"} and pairs.num_rows == summary["pairs"] > 0
     assert pairs.num_rows == len(set(pairs["prompt_id"].to_pylist()))  # one pair per prompt
     assert all(c > r for c, r in zip(pairs["chosen_reward"].to_pylist(), pairs["rejected_reward"].to_pylist()))
-    sample = read_table(run_dir / "sample")
-    kept_share = [math.exp(-lp / n) <= ppl for lp, n in zip(sample["sampler_logprob"].to_pylist(),
-                                                            sample["num_tokens"].to_pylist())]
+    kept_share = [p <= ppl for p in perplexities(run_dir)]
     run = mlflow.MlflowClient(summary["tracking_uri"]).get_run(summary["mlflow_run_id"])
     assert run.data.params["train.loss"] == "hinge_norm"
     assert run.data.metrics["select/kept_fraction"] == pytest.approx(sum(kept_share) / len(kept_share))
@@ -302,10 +300,14 @@ def test_failing_stage_keeps_completed_outputs(first_run, tiny_gpt2, prompts_fil
     assert read_table(run_dir / "select").num_rows == pairs_before
 
 
-def median_perplexity(run_dir) -> float:
+def perplexities(run_dir) -> list[float]:
+    """Each sampled response's perplexity under the sampler, exp(−log p / tokens)."""
     sample = read_table(run_dir / "sample")
-    ppl = sorted(math.exp(-lp / n) for lp, n in zip(sample["sampler_logprob"].to_pylist(),
-                                                    sample["num_tokens"].to_pylist()))
+    return [math.exp(-lp / n) for lp, n in zip(sample["sampler_logprob"].to_pylist(), sample["num_tokens"].to_pylist())]
+
+
+def median_perplexity(run_dir) -> float:
+    ppl = sorted(perplexities(run_dir))
     return ppl[len(ppl) // 2]
 
 
