@@ -1,6 +1,6 @@
 """Plots of a run: selection statistics, the SFT-vs-aligned reward distribution, PPO's reward
-against KL. Each is a matplotlib Figure built from a stage's output: the stage saves it as PNG
-in its folder and logs it to MLflow with log_figure."""
+against KL, held-out reward and KL by round. Each is a matplotlib Figure built from a stage's
+output: the stage saves it as PNG in its folder and logs it to MLflow with log_figure."""
 
 from __future__ import annotations
 
@@ -65,5 +65,24 @@ def reward_vs_kl(history: list[dict]) -> Figure:
     right.set_xlabel("PPO step")
     right.legend()
     fig.suptitle("PPO: reward against KL")
+    fig.tight_layout()
+    return fig
+
+
+def reward_and_kl_by_round(rounds: list[dict]) -> Figure:
+    """Iterative rounds: the held-out gold reward of each round's policy (SFT as round 0) and its
+    KL to the initial reference."""
+    numbers = [r["round"] for r in rounds]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    left.plot([0] + numbers, [rounds[0]["sft_reward"]] + [r["aligned_reward"] for r in rounds], marker="o")
+    left.set_xlabel("round (0: SFT)")
+    left.set_ylabel("held-out gold reward (mean)")
+    kls = [(n, r["kl"]) for n, r in zip(numbers, rounds) if r.get("kl") is not None]
+    right.plot([n for n, _ in kls], [kl for _, kl in kls], marker="o", color="tab:orange")
+    right.set_xlabel("round")
+    right.set_ylabel("KL to the initial reference (nats)")
+    left.set_xticks([0] + numbers)
+    right.set_xticks(numbers)
+    fig.suptitle("Iterative rounds")
     fig.tight_layout()
     return fig

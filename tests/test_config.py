@@ -72,6 +72,20 @@ def test_reuse_needs_the_sampler_to_be_the_reference():
         load_config("default", ["reference.reuse_sampler_logprobs=true", "model.reference=/some/other/model"])
 
 
+def test_later_rounds_reuse_the_sampler_logprobs_only_while_the_sampler_is_the_reference():
+    initial = load_config("default", ["rounds=3"])  # the preset reuses them; the reference stays the initial policy
+    assert [initial.reuses_sampler_logprobs(r) for r in (1, 2, 3)] == [True, False, False]
+    previous = load_config("default", ["rounds=3", "rounds_reference=previous"])
+    assert [previous.reuses_sampler_logprobs(r) for r in (1, 2, 3)] == [True, True, True]
+
+
+def test_rounds_are_refused_with_ppo():
+    with pytest.raises(ConfigError, match="rounds=2 repeats the offline"):
+        load_config("ppo", ["rounds=2"])
+    with pytest.raises(ConfigError, match="rounds"):
+        load_config("default", ["rounds=0"])
+
+
 def test_reward_model_requires_a_path():
     with pytest.raises(ConfigError, match="reward_model_path"):
         load_config("default", ["score.reward=reward_model"])

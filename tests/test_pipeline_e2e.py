@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import mlflow
 import pytest
 
 from rayalign.config import load_config
 from rayalign.data.parquet import read_table
+from rayalign.models import resolve_model
 from rayalign.pipeline.context import StageError
 from rayalign.pipeline.graph import plan
 from rayalign.pipeline.runner import run_pipeline
@@ -249,6 +255,63 @@ def test_track_logs_a_finished_run_directory_into_another_store(first_run, tmp_p
         server.stop()
 
 
+def test_a_second_round_samples_from_the_first_and_resumes_after_a_kill(first_run, tiny_gpt2, prompts_file,
+                                                                        tmp_path):
+    """rounds=2 on a copy of the finished one-round run: round 1 is reused as it is (its keys do
+    not depend on the number of rounds) and round 2 starts from round 1's checkpoint. `rayalign run`
+    is SIGKILLed once round 2's samples are committed; the rerun reuses round 1 and those samples."""
+    _, run_dir, summary, _ = first_run
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    overrides = tiny_overrides(tiny_gpt2, prompts_file) + ["rounds=2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    driver = subprocess.Popen([sys.executable, "-m", "rayalign.cli", "run", "default", *overrides, "--run-dir",
+                               str(copy)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not (copy / "sample.r2" / "_manifest.json").is_file():
+            assert driver.poll() is None, "rayalign run ended before round 2 sampled"
+            assert time.monotonic() < deadline, "round 2 did not sample in 15 minutes"
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (copy / "reference.r2").exists()
+
+    logs: list[str] = []
+    rounds = run_pipeline(load_config("default", overrides), copy, log=logs.append)
+    reused = [line.split("] ")[1].split(":")[0] for line in logs if "complete, reusing" in line]
+    assert reused == STAGES + ["sample.r2"]
+    assert {s: json.loads((copy / s / "_manifest.json").read_text()) for s in STAGES} == manifests(run_dir)
+
+    def policy(node: str) -> str:
+        return json.loads((copy / node / "_manifest.json").read_text())["policy"]
+    assert policy("sample") == policy("train") == resolve_model(tiny_gpt2, "model.policy")
+    assert policy("sample.r2") == policy("train.r2") == str(copy / "train" / "model")
+    assert policy("evaluate.r2") == str(copy / "train.r2" / "model")
+    # Round 2 draws from a stream of its own; its reference is the initial policy, not the sampler.
+    assert keyed(copy / "sample", "response") != keyed(copy / "sample.r2", "response")
+    ref = read_table(copy / "reference.r2")
+    assert max(abs(r - s) for r, s in zip(ref["ref_logprob"].to_pylist(), ref["sampler_logprob"].to_pylist())) > 1e-3
+    # The same held-out prompts and draws judge both rounds: the SFT side is identical.
+    assert keyed(copy / "evaluate.r2", "sft_response") == keyed(copy / "evaluate", "sft_response")
+
+    assert [r["round"] for r in rounds["rounds"]] == [1, 2]
+    first, second = rounds["rounds"]
+    assert (first["aligned_reward"], first["win_rate"], first["pairs"]) == (
+        summary["aligned_reward"], summary["win_rate"], summary["pairs"])
+    assert {k: rounds[k] for k in ("aligned_reward", "win_rate", "kl", "pairs")} == {
+        k: second[k] for k in ("aligned_reward", "win_rate", "kl", "pairs")}
+    assert rounds["aligned_model"] == str(copy / "train.r2" / "model")
+    client = mlflow.MlflowClient(rounds["tracking_uri"])
+    for name in ("aligned_reward", "win_rate", "kl", "pairs"):
+        history = sorted(client.get_metric_history(rounds["mlflow_run_id"], f"rounds/{name}"), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [(1, first[name]), (2, second[name])], name
+    assert (copy / "rounds.png").is_file()
+    assert "rounds.png" in {a.path for a in client.list_artifacts(rounds["mlflow_run_id"])}
+
+
 def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny_gpt2, prompts_file):
     """The same config reuses every stage; another strategy and loss recompute selection and
     training only. That rerun is also the end-to-end run of best-vs-worst with the perplexity
@@ -298,6 +361,12 @@ def test_failing_stage_keeps_completed_outputs(first_run, tiny_gpt2, prompts_fil
         run_pipeline(impossible, run_dir, log=lambda _: None)
     assert manifests(run_dir) == before
     assert read_table(run_dir / "select").num_rows == pairs_before
+
+
+def keyed(folder, column: str) -> dict[tuple[str, int], object]:
+    """A stage dataset's column by (prompt_id, sample_idx): Ray Data does not keep row order."""
+    table = read_table(folder)
+    return dict(zip(zip(table["prompt_id"].to_pylist(), table["sample_idx"].to_pylist()), table[column].to_pylist()))
 
 
 def perplexities(run_dir) -> list[float]:

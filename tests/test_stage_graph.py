@@ -69,21 +69,43 @@ def manifest(run_dir: Path, node: str) -> dict:
 
 
 def test_rounds_and_alternatives_in_the_plan(tiny_model):
-    cfg = toy_config(tiny_model)
-    assert [n.id for n in plan(cfg, TOY, rounds=3)] == [
+    cfg = toy_config(tiny_model, "rounds=3")
+    assert [n.id for n in plan(cfg, TOY)] == [
         "seed", "grow", "add_one", "grow.r2", "add_one.r2", "grow.r3", "add_one.r3", "finish"]
-    assert [n.id for n in plan(toy_config(tiny_model, "train.loss=slic"), TOY, rounds=1)] == [
+    assert [n.id for n in plan(toy_config(tiny_model, "train.loss=slic"), TOY)] == [
         "seed", "grow", "add_hundred", "finish"]
     with pytest.raises(ValueError, match="follow each other"):
         plan(cfg, (GROW, SEED, ADD_ONE))
-    keys = cache_keys(plan(cfg, TOY, rounds=2), cfg)
+    keys = cache_keys(plan(cfg, TOY), cfg)
     assert len(set(keys.values())) == len(keys)  # each round's nodes have keys of their own
+    one_round = toy_config(tiny_model)
+    assert cache_keys(plan(one_round, TOY), one_round)["add_one"] == keys["add_one"]  # round 1 as in a 1-round run
+
+
+def test_later_rounds_train_against_the_reference_rounds_reference_names(tmp_path, tiny_model):
+    """Round 2's reference is the initial policy or round 1's; evaluation's KL is always to the
+    initial one; and switching rounds_reference recomputes from round 2's reference on, nothing of round 1."""
+    from rayalign.pipeline.graph import Node
+    from rayalign.pipeline.stages import PIPELINE, reference
+    from rayalign.pipeline.store import StageStore
+
+    keys = {}
+    for choice, round_2 in (("initial", tiny_model), ("previous", str(tmp_path / "train" / "model"))):
+        cfg = toy_config(tiny_model, "rounds=2", f"rounds_reference={choice}")
+        nodes = plan(cfg, PIPELINE)
+        keys[choice] = cache_keys(nodes, cfg)
+        run = RunContext(cfg, tmp_path, StageStore(tmp_path), tiny_model, None, tuple(nodes), keys[choice])
+        one, two = run.at(Node(reference.STAGE, 1)), run.at(Node(reference.STAGE, 2))
+        assert (reference.reference_model(one), reference.reference_model(two)) == (tiny_model, round_2)
+        assert reference.initial_reference(two) == tiny_model
+    changed = [n for n in keys["initial"] if keys["initial"][n] != keys["previous"][n]]
+    assert changed == ["reference.r2", "score.r2", "select.r2", "train.r2", "evaluate.r2"]
 
 
 def test_the_runner_runs_rounds_reuses_and_swaps(tmp_path, tiny_model, ray_local):
     run_dir = tmp_path / "toy"
     logs: list[str] = []
-    summary = run_pipeline(toy_config(tiny_model), run_dir, log=logs.append, stages=TOY, rounds=3)
+    summary = run_pipeline(toy_config(tiny_model, "rounds=3"), run_dir, log=logs.append, stages=TOY)
     # seed 1; grow doubles the latest policy each round: 2, 4, 8; add_one adds 1 in each round.
     values = {n: manifest(run_dir, n)["metrics"]["value"] for n in ("grow", "grow.r2", "grow.r3", "add_one.r3")}
     assert values == {"grow": 2, "grow.r2": 4, "grow.r3": 8, "add_one.r3": 9}
@@ -93,13 +115,13 @@ def test_the_runner_runs_rounds_reuses_and_swaps(tmp_path, tiny_model, ray_local
     assert set(manifest(run_dir, "finish")["inputs"]) == {"add_one.r3"}
 
     logs.clear()
-    run_pipeline(toy_config(tiny_model), run_dir, log=logs.append, stages=TOY, rounds=3)
+    run_pipeline(toy_config(tiny_model, "rounds=3"), run_dir, log=logs.append, stages=TOY)
     assert len(logs) == 8 and all("complete, reusing" in line for line in logs)
 
     # The alternative stage replaces add_one with no change to the runner; grow stays cached.
     logs.clear()
-    swapped = run_pipeline(toy_config(tiny_model, "train.loss=slic"), run_dir, log=logs.append, stages=TOY,
-                           rounds=3)
+    swapped = run_pipeline(toy_config(tiny_model, "train.loss=slic", "rounds=3"), run_dir, log=logs.append,
+                           stages=TOY)
     assert swapped["toy_value"] == 108
     ran = [line.split("] ")[1].split(":")[0] for line in logs if line.endswith("running")]
     assert ran == ["add_hundred", "add_hundred.r2", "add_hundred.r3", "finish"]

@@ -107,7 +107,8 @@ class ReferenceConfig(Section):
     reuse_sampler_logprobs: bool = Field(
         False,
         description="Take log π_ref from the sampler's log-probs instead of a forward pass; only valid when "
-        "the sampler is the reference model at temperature 1 and top_p 1.",
+        "the sampler is the reference model at temperature 1 and top_p 1. Rounds after the first with "
+        "rounds_reference=initial sample from another policy than the reference: they use the forward pass.",
     )
     resources: ActorResources = Field(default_factory=lambda: ActorResources(batch_size=16))
 
@@ -419,6 +420,15 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    rounds: int = Field(
+        1, ge=1, description="Iterative (on-policy) rounds of the offline path: round r + 1 samples from round r's "
+        "trained policy, then scores, selects, trains and evaluates again (folders sample.r2, train.r2, ...)."
+    )
+    rounds_reference: Literal["initial", "previous"] = Field(
+        "initial", description="The reference policy of rounds after the first: the run's initial one "
+        "(model.reference, else the SFT policy), or the policy the previous round trained, which is also the one "
+        "that samples. Evaluation's KL is always to the initial reference, so rounds compare on one scale."
+    )
 
     def needs_reference(self) -> bool:
         """Whether any stage's training uses log π_ref (SLiC alone does not)."""
@@ -433,6 +443,20 @@ class RunConfig(Section):
             raise ValueError("select.judge=reward_model needs select.judge_model_path=<checkpoint dir> or "
                              "reward_model.enabled=true")
         return self
+
+    @model_validator(mode="after")
+    def _rounds_are_offline(self) -> RunConfig:
+        if self.rounds > 1 and self.ppo.enabled:
+            raise ValueError(f"rounds={self.rounds} repeats the offline sample → select → train path, which "
+                             "ppo.enabled=true replaces (PPO samples from its current policy at every step); "
+                             "set rounds=1 or ppo.enabled=false")
+        return self
+
+    def reuses_sampler_logprobs(self, round: int) -> bool:
+        """Whether the reference stage of `round` takes the sampler's log-probs as log π_ref: only
+        while the policy that samples is the reference (round 1, or every round with
+        rounds_reference=previous)."""
+        return self.reference.reuse_sampler_logprobs and (round <= 1 or self.rounds_reference == "previous")
 
     def reference_is_sampler(self) -> bool:
         """Whether the reference model (model.reference, default: the policy that samples, i.e. the SFT

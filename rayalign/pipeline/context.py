@@ -38,6 +38,11 @@ class RunContext:
     def round(self) -> int:
         return self.node.round if self.node else 0
 
+    def stream(self, name: str) -> str:
+        """The random stream of a per-round stage's draws: `name` in round 1, name.rN after, so that
+        rounds never share draws (and round 1's stay those of a one-round run)."""
+        return name if self.round <= 1 else f"{name}.r{self.round}"
+
     def _seen(self) -> list[Node]:
         # The nodes up to the current one: what a stage may read.
         return list(self.nodes[:self.nodes.index(self.node) + 1]) if self.node in self.nodes else list(self.nodes)

@@ -9,12 +9,14 @@ from rayalign.pipeline.stage import Stage
 
 
 def stage_table(stages: Sequence[Stage]) -> str:
-    """A Markdown table: each stage, what it reads, its dataset's columns, what sizes its resources."""
-    rows = ["| stage | reads | dataset columns | resources |", "|---|---|---|---|"]
+    """A Markdown table: each stage, whether it runs once per round, what it reads, its dataset's
+    columns, what sizes its resources."""
+    rows = ["| stage | per round | reads | dataset columns | resources |", "|---|---|---|---|---|"]
     for stage in stages:
         reads = [s.name for s in stage.reads] + (["the latest policy"] if stage.starts_from_policy else [])
         columns = ", ".join(stage.schema.names) if stage.schema is not None else "(a model and its metrics)"
-        rows.append(f"| {stage.name} | {', '.join(reads) or '—'} | {columns} | {stage.needs_set_by or '—'} |")
+        rows.append(f"| {stage.name} | {'yes' if stage.per_round else '—'} | {', '.join(reads) or '—'} | {columns} "
+                    f"| {stage.needs_set_by or '—'} |")
     return "\n".join(rows)
 
 

@@ -30,11 +30,10 @@ class Node:
         return self.stage.name if self.round <= 1 else f"{self.stage.name}.r{self.round}"
 
 
-def plan(cfg: RunConfig, stages: Sequence[Stage], rounds: int = 1) -> list[Node]:
+def plan(cfg: RunConfig, stages: Sequence[Stage]) -> list[Node]:
     """The nodes this config runs, in order: the active stages (of rayalign.pipeline.stages.PIPELINE,
-    say), the per-round ones (one contiguous block of the list) repeated for rounds 1..rounds."""
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    say), the per-round ones (one contiguous block of the list) repeated for rounds 1..cfg.rounds."""
+    rounds = cfg.rounds
     active = [s for s in stages if s.active(cfg)]
     block = [i for i, s in enumerate(active) if s.per_round]
     if block and block != list(range(block[0], block[-1] + 1)):
@@ -74,9 +73,11 @@ def inputs(node: Node, before: Sequence[Node]) -> list[Node]:
 
 
 def cache_keys(nodes: Sequence[Node], cfg: RunConfig) -> dict[str, str]:
-    """Cache key of every node, by node id: its stage's settings chained with its inputs' keys."""
+    """Cache key of every node, by node id: its stage's settings (and, after round 1, its round
+    settings) chained with its inputs' keys. Round 1's keys do not depend on the number of rounds."""
     keys: dict[str, str] = {}
     for i, node in enumerate(nodes):
         chained = {n.id: keys[n.id] for n in inputs(node, nodes[:i])}
-        keys[node.id] = fingerprint(OUTPUT_VERSION, node.id, chained, node.stage.settings(cfg))
+        settings = node.stage.settings(cfg) + (node.stage.round_settings(cfg) if node.round > 1 else [])
+        keys[node.id] = fingerprint(OUTPUT_VERSION, node.id, chained, settings)
     return keys

@@ -15,6 +15,7 @@ import yaml
 
 from rayalign.config import RunConfig
 from rayalign.kv_cache import check_kv_cache
+from rayalign.plots import reward_and_kl_by_round, save
 from rayalign.models import require_reward_model, resolve_model
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.graph import cache_keys, inputs, plan
@@ -29,6 +30,7 @@ from rayalign.tracking import Tracker
 
 
 LOCAL_HOST = "127.0.0.1"
+ROUNDS_PLOT = "rounds.png"
 
 
 class RayConnectError(ConnectionError):
@@ -124,9 +126,9 @@ def _check_models(cfg: RunConfig) -> str:
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
                  log: Callable[[str], None] = print, stages: Sequence[Stage] | None = None,
-                 rounds: int = 1, progress: Callable[[str], None] | None = None, track_only: bool = False) -> dict:
+                 progress: Callable[[str], None] | None = None, track_only: bool = False) -> dict:
     """Run every incomplete node of the plan in order and return the summary (also written as
-    summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; `rounds` repeats its
+    summary.json). `stages` defaults to rayalign.pipeline.stages.PIPELINE; cfg.rounds repeats its
     per-round stages. `progress` gets the running stage's live progress line (rayalign.progress)
     twice a second, and '' when the stage ends. What it records (config.yaml, summary.json, MLflow,
     log records) has its secrets redacted (rayalign.redaction). One run at a time works in a run
@@ -136,16 +138,16 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, tracking_uri: str | None = None,
     install_log_redaction()
     run_dir = writable_run_dir(run_dir)
     with exclusive(run_dir):
-        return _run_locked(cfg, run_dir, tracking_uri, log, stages, rounds, progress, track_only)
+        return _run_locked(cfg, run_dir, tracking_uri, log, stages, progress, track_only)
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Callable[[str], None],
-                stages: Sequence[Stage] | None, rounds: int, progress: Callable[[str], None] | None,
+                stages: Sequence[Stage] | None, progress: Callable[[str], None] | None,
                 track_only: bool) -> dict:
     policy = _check_models(cfg)
     if not track_only:
         connect_ray(cfg.ray.address)
-    nodes = plan(cfg, PIPELINE if stages is None else stages, rounds)
+    nodes = plan(cfg, PIPELINE if stages is None else stages)
     keys = cache_keys(nodes, cfg)
     store = StageStore(run_dir)
     tracker = Tracker(cfg, run_dir, tracking_uri)
@@ -175,6 +177,8 @@ def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Ca
                 manifest = {"config_hash": keys[node.id], "seconds": time.perf_counter() - start,
                             "rows": int(metrics.get("rows", 0)), "metrics": metrics,
                             "inputs": {n.id: keys[n.id] for n in inputs(node, nodes[:number - 1])}}
+                if node.stage.starts_from_policy:
+                    manifest["policy"] = ctx.latest_policy()  # the checkpoint it started from
                 store.commit(node.id, partial, manifest)
             manifests[node.id] = store.manifest(node.id)
             _track(ctx, manifests[node.id])
@@ -184,6 +188,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Ca
         tracker.log_artifact(path)
         tracker.log_artifact(run_dir / "config.yaml")
         tracker.log_metrics(summary_metrics(summary))
+        track_rounds(tracker, run_dir, summary.get("rounds", []))
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -195,3 +200,15 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     """The summary's numbers that go to MLflow as run metrics (what the stages added: rewards, win
     rate, KL, pairs, reward-model agreement)."""
     return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def track_rounds(tracker: Tracker, run_dir: Path, rounds: list[dict]) -> None:
+    """Each round's summary entries as MLflow metrics `rounds/<name>` at step = round, and, from two
+    rounds on, the plot of held-out reward and KL by round (rounds.png in the run directory)."""
+    for entry in rounds:
+        tracker.log_metrics(summary_metrics({k: v for k, v in entry.items() if k != "round"}), "rounds/",
+                            step=entry["round"])
+    if len(rounds) > 1 and "aligned_reward" in rounds[0]:
+        figure = reward_and_kl_by_round(rounds)
+        save(figure, run_dir / ROUNDS_PLOT)
+        tracker.log_figure(figure, ROUNDS_PLOT)

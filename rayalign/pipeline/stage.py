@@ -40,6 +40,8 @@ class Stage:
               output when a new MLflow run starts, so every run holds its whole lineage.
     summary   summary(folder, metrics) -> the entries it adds to summary.json.
     per_round it runs once per round of iterative training (output folders name.r2, name.r3, ...).
+    round_settings  round_settings(cfg) -> the settings that decide only its rounds after the first
+              (rounds_reference), hashed into those rounds' keys alone.
     produces_policy  its output folder holds a policy checkpoint (model/).
     starts_from_policy  it reads the latest policy: the model of the last policy-producing node
               before it (RunContext.latest_policy; model.policy when there is none), whose cache
@@ -57,6 +59,7 @@ class Stage:
     track: Callable[..., None] | None = None  # track(ctx: RunContext, folder: Path)
     summary: Callable[[Path, dict], dict[str, Any]] | None = None
     per_round: bool = False
+    round_settings: Callable[[RunConfig], list[Any]] = _nothing
     produces_policy: bool = False
     starts_from_policy: bool = False
 

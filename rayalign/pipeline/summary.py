@@ -13,14 +13,20 @@ from rayalign.redaction import redact_secrets
 
 def build_summary(run_dir: Path, nodes: list, manifests: dict[str, dict], tracker) -> dict:
     """Summary of a finished run: every node's rows and seconds, where the outputs and the MLflow
-    run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones).
+    run are, and what each stage adds (Stage.summary; a later round's entries replace earlier ones,
+    and `rounds` keeps each round's, [{round, pairs, aligned_reward, win_rate, kl, ...}, ...]).
     Secrets are redacted (rayalign.redaction): the summary is printed and written to summary.json."""
     added: dict = {}
+    rounds: dict[int, dict] = {}
     for node in nodes:
         if node.stage.summary is not None:
-            added.update(node.stage.summary(run_dir / node.id, manifests[node.id]["metrics"]))
+            entries = node.stage.summary(run_dir / node.id, manifests[node.id]["metrics"])
+            added.update(entries)
+            if node.stage.per_round:
+                rounds.setdefault(node.round, {"round": node.round}).update(entries)
     return redact_secrets({
         **added,
+        **({"rounds": list(rounds.values())} if rounds else {}),
         "stage_seconds": {node: round(m["seconds"], 2) for node, m in manifests.items()},
         "stage_rows": {node: m["rows"] for node, m in manifests.items()},
         "run_dir": str(run_dir),
@@ -68,6 +74,12 @@ def format_summary(summary: dict) -> str:
                 f"{summary['kl']:.3f} nats" if summary["kl"] is not None
                 else "not estimated (evaluate.temperature/top_p != 1)"),
         ]
+    if len(summary.get("rounds", [])) > 1 and "win_rate" in summary:
+        lines += ["", "round  pairs  aligned reward  win rate  KL"]
+        for r in summary["rounds"]:
+            kl = f"{r['kl']:.3f}" if r.get("kl") is not None else "-"
+            lines.append(f"{r['round']:>5}  {r.get('pairs', '-'):>5}  {r['aligned_reward']:>+14.4f}  "
+                         f"{r['win_rate']:>8.3f}  {kl}")
     if "rm_heldout_accuracy" in summary:
         lines.append(f"reward model on held-out pairs: accuracy {summary['rm_heldout_accuracy']:.3f}"
                      + (f", agreement with the gold reward {summary['rm_gold_agreement']:.3f}"

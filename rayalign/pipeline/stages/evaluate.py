@@ -21,7 +21,7 @@ PLOT = "reward_distribution.png"
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     table, metrics = evaluate(read_table(ctx.path(prompts.STAGE)), sft.policy(ctx), ctx.latest_policy(),
-                              reference.reference_model(ctx), ctx.cfg, out, ctx.progress)
+                              reference.initial_reference(ctx), ctx.cfg, out, ctx.progress)
     save(figure(ctx, out), out / PLOT)
     return {"rows": table.num_rows, **metrics}
 
@@ -54,6 +54,7 @@ STAGE = Stage(
     active=lambda cfg: cfg.evaluate.enabled,
     reads=(prompts.STAGE,),
     starts_from_policy=True,  # the aligned policy
+    per_round=True,  # the same held-out prompts and seeds after every round
     settings=lambda cfg: [settings(cfg.evaluate), settings(cfg.sample), settings(cfg.model)],
     # Evaluation chains three actor pools (vLLM sampler with the sample settings, the log-prob
     # forward pass, the gold reward). Ray Data provisions pools asynchronously and frees each when

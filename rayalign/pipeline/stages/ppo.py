@@ -33,7 +33,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     trust = cfg.model.trust_remote_code
     train = split_prompts(read_table(ctx.path(prompts.STAGE)), "train")
     loop_config = {
-        "model_path": policy, "reference_path": reference.reference_model(ctx),
+        "model_path": policy, "reference_path": reference.initial_reference(ctx),
         # The critic starts from the reward model when one scores, else from the policy.
         "critic_path": scorer or policy,
         "scorer": scorer_for(cfg.score, scorer, trust),  # the score stage's reward actor class and its kwargs
@@ -51,7 +51,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 
 
 def track(ctx: RunContext, folder: Path) -> None:
-    consumed = {"policy": ctx.latest_policy(), "reference": reference.reference_model(ctx)}
+    consumed = {"policy": ctx.latest_policy(), "reference": reference.initial_reference(ctx)}
     if reward_model.scoring_model(ctx):
         consumed["reward_model"] = reward_model.scoring_model(ctx)
     training_run(ctx, folder, ctx.cfg.ppo.model_dump(mode="json"), consumed, ctx.path(prompts.STAGE), "prompts",

@@ -22,10 +22,18 @@ from rayalign.pipeline.stage_tools import timed_write, token_metrics
 from rayalign.pipeline.stages import sample, sft
 
 
-def reference_model(ctx: RunContext) -> str:
-    """The one reference model of the run, of training (this stage) and of the evaluation KL:
-    model.reference, or the policy that samples (RunConfig.reference_is_sampler)."""
+def initial_reference(ctx: RunContext) -> str:
+    """The run's initial reference, of round 1's training and of every evaluation KL:
+    model.reference, or the policy before preference training (RunConfig.reference_is_sampler)."""
     return resolve_model(ctx.cfg.model.reference, "model.reference") if ctx.cfg.model.reference else sft.policy(ctx)
+
+
+def reference_model(ctx: RunContext) -> str:
+    """The reference of the current round's training: the initial one, or after round 1 with
+    rounds_reference=previous the previous round's policy (the one this round samples from)."""
+    if ctx.round > 1 and ctx.cfg.rounds_reference == "previous":
+        return ctx.latest_policy()
+    return initial_reference(ctx)
 
 
 def _reuse_sampler_logprob(batch: pa.Table) -> pa.Table:
@@ -41,7 +49,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     ds = read_stage(ctx.path(sample.STAGE))
     if not cfg.needs_reference():  # SLiC without the budget regulariser: no reference model at all
         ds = ds.map_batches(_no_reference, batch_format="pyarrow")
-    elif cfg.reference.reuse_sampler_logprobs:
+    elif cfg.reuses_sampler_logprobs(ctx.round):
         ds = ds.map_batches(_reuse_sampler_logprob, batch_format="pyarrow")
     else:
         ds = map_with_actors(ds, SequenceLogprobs, {"models": {"ref_logprob": reference_model(ctx)},
@@ -54,7 +62,8 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
 
 
 def _runs_actors(cfg: RunConfig) -> bool:
-    return cfg.needs_reference() and not cfg.reference.reuse_sampler_logprobs
+    # Any round that does not reuse the sampler's log-probs runs the forward pass.
+    return cfg.needs_reference() and not all(cfg.reuses_sampler_logprobs(r) for r in range(1, cfg.rounds + 1))
 
 
 STAGE = Stage(
@@ -62,7 +71,9 @@ STAGE = Stage(
     run=run,
     active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(sample.STAGE,),
+    per_round=True,
     settings=lambda cfg: [settings(cfg.reference), cfg.model.reference, cfg.model.dtype, cfg.needs_reference()],
+    round_settings=lambda cfg: [cfg.rounds_reference],
     needs=lambda cfg: actor_bundles(cfg.reference.resources) if _runs_actors(cfg) else [],
     needs_set_by="reference.resources.min_actors / num_gpus / num_cpus (or reference.reuse_sampler_logprobs=true)",
     schema=schemas.REFERENCE,

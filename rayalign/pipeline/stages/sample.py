@@ -20,7 +20,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     # Streamed from the prompts stage's files: a large prompt set never sits in the driver.
     train = (read_stage(ctx.path(prompts.STAGE)).filter(expr=col("split") == "train")
              .select_columns(["prompt_id", "prompt"]))
-    return sample_prompts(ctx, train, out, ctx.cfg.sample.k, ctx.cfg.sample.seed, "sample")
+    return sample_prompts(ctx, train, out, ctx.cfg.sample.k, ctx.cfg.sample.seed, ctx.stream("sample"))
 
 
 STAGE = Stage(
@@ -29,6 +29,7 @@ STAGE = Stage(
     active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(prompts.STAGE,),
     starts_from_policy=True,
+    per_round=True,
     settings=lambda cfg: [settings(cfg.sample), cfg.model.policy, cfg.model.dtype],
     needs=lambda cfg: actor_bundles(cfg.sample.resources),
     needs_set_by="sample.resources.min_actors / num_gpus / num_cpus",

@@ -36,6 +36,7 @@ STAGE = Stage(
     run=run,
     active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(reference.STAGE, reward_model.STAGE),
+    per_round=True,
     settings=lambda cfg: [settings(cfg.score)],
     needs=lambda cfg: actor_bundles(cfg.score.resources),
     needs_set_by="score.resources.min_actors / num_gpus / num_cpus",

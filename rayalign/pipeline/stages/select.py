@@ -87,6 +87,7 @@ STAGE = Stage(
     run=run,
     active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(score.STAGE, reward_model.STAGE),
+    per_round=True,
     settings=lambda cfg: [settings(cfg.select)],
     # Pairwise ranking with a reward-model judge scores candidates in a pool with the score settings.
     needs=lambda cfg: actor_bundles(cfg.score.resources) if judged(cfg) else [],

@@ -44,6 +44,7 @@ STAGE = Stage(
     active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(select.STAGE,),
     starts_from_policy=True,
+    per_round=True,
     settings=lambda cfg: [settings(cfg.train), cfg.model.policy],
     needs=lambda cfg: train_bundles(cfg.train.resources),
     needs_set_by="train.resources.num_workers / use_gpu / cpus_per_worker",
