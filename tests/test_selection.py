@@ -1,8 +1,8 @@
 """Pair-selection rules in `rayalign.selection`, each as a pure function on rewards: RS-DPO,
 best-vs-worst, RSO rejection sampling, RSO first-round / tournament pairing, pairwise ranking with
-reward and judge comparators, the perplexity filter, and the `select_pairs` / `pairs_for_prompt`
-helpers that turn a prompt's scored samples into preference rows. How the config reaches these
-functions is tested in tests/test_selection_wiring.py."""
+reward and judge comparators, the perplexity filter, labelled random pairs, and the
+`select_pairs` / `pairs_for_prompt` helpers that turn a prompt's scored samples into preference
+rows. How the config reaches these functions is tested in tests/test_selection_wiring.py."""
 
 import logging
 import math
@@ -21,6 +21,7 @@ from rayalign.selection import (
     judge_compare,
     pairwise_ranking,
     perplexity_filter,
+    random_pair,
     reward_compare,
     rs_dpo_pairs,
     rso_sample,
@@ -356,6 +357,56 @@ def test_perplexity_filter_extreme_logps_do_not_overflow():
 def test_perplexity_filter_rejects_bad_input(logps, lens, lo, hi, match):
     with pytest.raises(ValueError, match=match):
         perplexity_filter(logps, lens, lo, hi)
+
+
+# --- Labelled random pairs ----------------------------------------------------------------
+
+class ScriptedChoice:
+    """A random.Random stand-in: choice takes the given element, random() replays a fixed draw."""
+
+    def __init__(self, index, u):
+        self.index, self.u = index, u
+
+    def choice(self, seq):
+        return seq[self.index]
+
+    def random(self):
+        return self.u
+
+
+def test_random_pair_hand_computed():
+    rewards, responses = [0.2, 0.9, 0.5], ["a", "b", "c"]
+    # Candidate pairs (0, 1), (0, 2), (1, 2); the first is drawn. P(0 ≻ 1) = σ((0.2 − 0.9)/0.1) =
+    # σ(−7) = 9.11e-4: a draw of 0.3 orders them by reward, one of 5e-4 flips the label.
+    assert random_pair(rewards, responses, 0.1, ScriptedChoice(0, 0.3)) == [(1, 0)]
+    assert random_pair(rewards, responses, 0.1, ScriptedChoice(0, 5e-4)) == [(0, 1)]
+    # (1, 2) with T = 0 is the noiseless annotator: the higher reward, whatever the draw.
+    assert random_pair(rewards, responses, 0.0, ScriptedChoice(2, 1e-9)) == [(1, 2)]
+
+
+def test_random_pair_draws_two_distinct_responses():
+    # Responses 0 and 1 are the same text: the candidates are (0, 2) and (1, 2) only.
+    assert random_pair([0.0, 1.0, 0.5], ["x", "x", "y"], 0.0, ScriptedChoice(0, 0.5)) == [(2, 0)]
+    assert random_pair([0.0, 1.0, 0.5], ["x", "x", "y"], 0.0, ScriptedChoice(1, 0.5)) == [(1, 2)]
+    assert random_pair([0.0, 1.0], ["x", "x"], 0.1, random.Random(0)) == []
+    assert random_pair([0.3], ["x"], 0.1, random.Random(0)) == []
+
+
+def test_random_pair_flips_labels_at_the_bradley_terry_rate():
+    # A gap of 0.1 at T = 0.1: the lower reward is chosen with probability σ(−1) = 0.2689.
+    rng, n = random.Random(7), 4000
+    flips = sum(random_pair([0.0, 0.1], ["a", "b"], 0.1, rng) == [(0, 1)] for _ in range(n))
+    se = math.sqrt(0.2689 * (1 - 0.2689) / n)
+    assert abs(flips / n - 0.2689) < 4 * se
+
+
+def test_random_pair_in_select_pairs_is_seeded_per_prompt():
+    rows = [{"prompt_id": "p", "reward": r, "response": f"r{i}"} for i, r in enumerate([0.1, 0.7, -0.4, 0.3])]
+    cfg = SelectConfig(strategy="random_pair")
+    first = select_pairs(rows, cfg).pairs
+    assert len(first) == 1 and first == select_pairs(rows, cfg).pairs  # one pair, the same draw each time
+    draws = {tuple(select_pairs(rows, SelectConfig(strategy="random_pair", seed=s)).pairs[0]) for s in range(40)}
+    assert len({frozenset(d) for d in draws}) == 6  # every one of the 4·3/2 pairs comes up over seeds
 
 
 # --- select_pairs / pairs_for_prompt helpers ---------------------------------------------

@@ -125,7 +125,7 @@ class ScoreConfig(Section):
 
 
 class SelectConfig(Section):
-    strategy: Literal["rs_dpo", "best_vs_worst", "rso", "pairwise_ranking"] = Field(
+    strategy: Literal["rs_dpo", "best_vs_worst", "rso", "pairwise_ranking", "random_pair"] = Field(
         "rs_dpo", description="Pair-construction rule (docs/methods.md)."
     )
     tau: float = Field(
@@ -160,7 +160,12 @@ class SelectConfig(Section):
     max_perplexity: float | None = Field(
         None, gt=0, description="Drop candidates whose perplexity under the sampling policy is above this."
     )
-    seed: int = Field(0, description="Seed of RSO's random acceptance (per prompt, derived with its id).")
+    label_temperature: float = Field(
+        0.1, ge=0, description="random_pair: Bradley-Terry temperature T of the annotator that orders the two "
+        "random responses, P(a ≻ b) = σ((r_a − r_b)/T); 0 = always the higher reward."
+    )
+    seed: int = Field(0, description="Seed of RSO's random acceptance and of random_pair's draws (per prompt, "
+                      "derived with its id).")
 
     @model_validator(mode="after")
     def _perplexity_range(self) -> SelectConfig:

@@ -16,6 +16,7 @@ from rayalign.selection.best_vs_worst import best_vs_worst
 from rayalign.selection.judges import JUDGES
 from rayalign.selection.pairwise_ranking import CountingCompare, judge_compare, pairwise_ranking
 from rayalign.selection.perplexity import perplexity_filter
+from rayalign.selection.random_pair import random_pair
 from rayalign.selection.rs_dpo import rs_dpo_pairs
 from rayalign.selection.rso import rso_sample
 from rayalign.selection.tournament import first_round_pairs, tournament_pairs
@@ -55,6 +56,9 @@ def select_pairs(rows: list[dict[str, Any]], cfg: SelectConfig) -> Selection:
         pairs = rs_dpo_pairs(rewards, tau=cfg.tau, eta=cfg.eta)
     elif cfg.strategy == "best_vs_worst":
         pairs = best_vs_worst(rewards)
+    elif cfg.strategy == "random_pair":
+        rng = random.Random(derived_seed(cfg.seed, "random_pair", str(rows[0]["prompt_id"])) if rows else cfg.seed)
+        pairs = random_pair(rewards, [r["response"] for r in kept], cfg.label_temperature, rng)
     elif cfg.strategy == "rso":
         seed = derived_seed(cfg.seed, "rso", str(rows[0]["prompt_id"])) if rows else cfg.seed
         rng = random.Random(seed)

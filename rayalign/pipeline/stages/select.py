@@ -49,7 +49,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
         gap = f"a reward gap above τ·logit(η) = {cfg.tau * math.log(cfg.eta / (1 - cfg.eta)):.3f}"
         raise StageError(
             "select produced no pairs: no prompt had two samples with "
-            + (gap if cfg.strategy == "rs_dpo" else "different rewards")
+            + {"rs_dpo": gap, "random_pair": "different responses"}.get(cfg.strategy, "different rewards")
             + "; lower select.tau or select.eta, raise sample.k or sample.temperature, widen the "
             "perplexity range, or use select.strategy=best_vs_worst")
     pairs, stats = read_table(out), read_table(out / "stats")
