@@ -30,6 +30,49 @@ def test_failed_stage_leaves_previous_output_intact(tmp_path):
     assert (store.path("score") / "a.txt").read_text() == "good" and store.is_complete("score", "h1")
 
 
+# A process that commits a new output of "score" over a complete old one and is SIGKILLed just
+# before its Nth rename: the commit's two renames (old output aside, new one in) are the points
+# between writing and publishing.
+KILLED_COMMIT = """
+import os, signal, sys
+from pathlib import Path
+from rayalign.pipeline.store import StageStore
+
+renames, rename = [0], Path.rename
+def dying_rename(self, target):
+    renames[0] += 1
+    if renames[0] == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return rename(self, target)
+Path.rename = dying_rename
+store = StageStore(Path(sys.argv[1]))
+with store.writing("score") as partial:
+    (partial / "a.txt").write_text("new")
+    store.commit("score", partial, {"config_hash": "new"})
+"""
+
+
+@pytest.mark.parametrize("kill_before_rename", [1, 2])
+def test_a_commit_killed_between_write_and_publish_is_never_taken_as_complete(tmp_path, kill_before_rename):
+    import signal
+    import subprocess
+    import sys
+
+    store = StageStore(tmp_path)
+    with store.writing("score") as partial:
+        (partial / "a.txt").write_text("old")
+        store.commit("score", partial, {"config_hash": "old"})
+    done = subprocess.run([sys.executable, "-c", KILLED_COMMIT, str(tmp_path), str(kill_before_rename)])
+    assert done.returncode == -signal.SIGKILL
+    assert not store.is_complete("score", "new")  # the new output, written with its manifest, is not published
+    # The old output is back in place, complete (killed after moving it aside, before the swap: restored).
+    assert store.is_complete("score", "old") and (store.path("score") / "a.txt").read_text() == "old"
+    with store.writing("score") as partial:  # the rerun commits over what the killed one left
+        (partial / "a.txt").write_text("new")
+        store.commit("score", partial, {"config_hash": "new"})
+    assert store.is_complete("score", "new") and sorted(p.name for p in tmp_path.iterdir()) == ["score"]
+
+
 def stage_keys(cfg):
     return cache_keys(plan(cfg, PIPELINE), cfg)
 

@@ -71,6 +71,7 @@ class StageStore:
         return self.run_dir / stage
 
     def manifest(self, stage: str) -> dict[str, Any] | None:
+        self._restore(stage)
         file = self.path(stage) / MANIFEST
         return json.loads(file.read_text()) if file.is_file() else None
 
@@ -86,8 +87,16 @@ class StageStore:
         partial.mkdir(parents=True)
         yield partial
 
+    def _restore(self, stage: str) -> None:
+        # A commit killed between its two renames left the previous output aside and none in place:
+        # put it back, as the commit never happened.
+        final, old = self.path(stage), self.run_dir / f".{stage}.old"
+        if old.is_dir() and not final.exists():
+            old.rename(final)
+
     def commit(self, stage: str, partial: Path, manifest: dict[str, Any]) -> None:
-        """Write the manifest into `partial` and swap it in for the stage's directory."""
+        """Write the manifest into `partial` and swap it in for the stage's directory: a process killed
+        at any point leaves either the previous output or the new one, whole, in place."""
         manifest = {**manifest, "stage": stage, "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         final, old = self.path(stage), self.run_dir / f".{stage}.old"
