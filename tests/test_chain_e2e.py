@@ -149,7 +149,8 @@ def test_reward_model_resumes_after_a_kill_and_separates_toy_preferences(tmp_pat
 
     cfg = load_config("default", tiny_overrides(tiny_model, prompts_file) + [
         "reward_model.learning_rate=1e-3", "reward_model.epochs=3", "reward_model.checkpoint_every_steps=4",
-        "reward_model.keep_checkpoints=2", "reward_model.resources.torch_threads=1"]).reward_model
+        "reward_model.keep_checkpoints=2", "reward_model.resources.torch_threads=1",
+        "reward_model.resources.max_failures=0"]).reward_model  # the stage dies (a worker restart: test_faults)
     pairs, heldout = toy_preferences(40), toy_preferences(60).slice(40)
     data = ray.data.from_arrow(pairs)
     loop_config = {"model_path": tiny_model, "loop": "rayalign.training.reward_model:train_loop",

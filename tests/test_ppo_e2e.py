@@ -75,7 +75,7 @@ def test_a_killed_ppo_stage_resumes_from_its_checkpoint(tmp_path, tiny_model, ti
 
     cfg = load_config("default", tiny_overrides(tiny_model, prompts_file) + PPO + [
         "ppo.steps=3", "ppo.checkpoint_every_steps=1", "ppo.keep_checkpoints=1", "ppo.kl_target=1.0",
-        "ppo.kl_horizon=10"])
+        "ppo.kl_horizon=10", "ppo.resources.max_failures=0"])  # the stage dies (a worker restart: test_faults)
     prompts = pa.table({"prompt_id": [f"p{i}" for i in range(4)],
                         "prompt": [f"review {i}: the film" for i in range(4)]})
     loop_config = {"model_path": tiny_model, "reference_path": tiny_model, "critic_path": tiny_reward_model,

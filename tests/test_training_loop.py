@@ -11,7 +11,8 @@ import pytest
 
 from rayalign.config import TrainerConfig
 from rayalign.training.deepspeed_config import deepspeed_config
-from rayalign.training.loop import example_weight, optimizer_steps, rank_slice, training_steps, warmup_factor
+from rayalign.training.loop import (CheckpointClock, example_weight, optimizer_steps, rank_slice, training_steps,
+                                    warmup_factor)
 from rayalign.training.trainer import shuffled, train_data_config
 from tests.conftest import free_port
 
@@ -22,6 +23,28 @@ def test_warmup_reaches_the_full_rate_at_step_w():
     assert [warmup_factor(s, 3) for s in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
     assert warmup_factor(0, 0) == 1.0
     assert "scheduler" not in deepspeed_config(TrainerConfig(warmup_steps=3), 1)
+
+
+def test_checkpoints_come_every_n_steps_and_after_every_m_minutes(monkeypatch):
+    import torch
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    clock = CheckpointClock(TrainerConfig(checkpoint_every_steps=3, checkpoint_every_minutes=2), 1, torch.device("cpu"))
+    due = []
+    for step in range(1, 8):  # steps of 50 s: 2 minutes since the last save first pass at step 3 (150 s)
+        now[0] += 50
+        due.append(clock.due(step))
+    # Step 3 by both rules; 6 by steps (only 150 s after 3); none by time in between: the clock restarts at each save.
+    assert due == [False, False, True, False, False, True, False]
+    slow = CheckpointClock(TrainerConfig(checkpoint_every_minutes=2), 1, torch.device("cpu"))
+    due = []
+    for step in range(1, 6):
+        now[0] += 70
+        due.append(slow.due(step))
+    assert due == [False, True, False, True, False]  # 140 s, then 140 s after that save
+    assert not CheckpointClock(TrainerConfig(checkpoint_every_minutes=0), 1, torch.device("cpu")).due(1)
+    assert TrainerConfig().checkpoint_every_minutes > 0 and TrainerConfig().resources.max_failures >= 1
 
 
 def _rows(table: pa.Table) -> list[int]:

@@ -13,7 +13,8 @@ from rayalign.config import ActorResources
 
 def map_with_actors(ds: ray.data.Dataset, fn_cls: type, kwargs: dict[str, Any],
                     res: ActorResources) -> ray.data.Dataset:
-    """ds.map_batches over an autoscaling pool of `fn_cls` actors sized by `res`."""
+    """ds.map_batches over an autoscaling pool of `fn_cls` actors sized by `res`; an actor whose
+    process dies is restarted and its batch retried, res.max_restarts / max_task_retries times."""
     extra = {}
     if res.torch_threads:
         # OpenMP reads OMP_NUM_THREADS once at process start (Ray sets it to num_cpus), and
@@ -31,6 +32,8 @@ def map_with_actors(ds: ray.data.Dataset, fn_cls: type, kwargs: dict[str, Any],
         compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
         num_cpus=res.num_cpus,
         num_gpus=res.num_gpus,
+        max_restarts=res.max_restarts,  # Ray Data's defaults are -1 (forever) for both
+        max_task_retries=res.max_task_retries,
         **extra,
     )
 

@@ -31,6 +31,15 @@ class ActorResources(Section):
         None, ge=1, description="Threads torch/vLLM use inside an actor; default: Ray's, one per reserved CPU."
     )
     batch_size: int = Field(16, ge=1, description="Rows handed to an actor per call.")
+    max_restarts: int = Field(
+        3, ge=-1, description="Times Ray restarts an actor of the pool whose process died (killed, out of memory, "
+        "its node lost) before the stage fails; -1 = unlimited. A bounded number ends a run whose actors die "
+        "at every start instead of restarting them forever."
+    )
+    max_task_retries: int = Field(
+        3, ge=-1, description="Times a batch whose actor died is retried on a restarted or another actor; -1 = "
+        "unlimited. Each batch's rows reach the output once."
+    )
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> ActorResources:
@@ -192,8 +201,9 @@ class TrainResources(Section):
         "disk, s3:// or gs://); default: <run_dir>/ray_train."
     )
     max_failures: int = Field(
-        0, ge=-1, description="Worker-group restarts Ray Train attempts after a worker dies, each resuming from the "
-        "last checkpoint (train.checkpoint_every_steps); -1 = unlimited."
+        1, ge=-1, description="Worker-group restarts Ray Train attempts after a worker dies, each resuming from the "
+        "newest checkpoint (checkpoint_every_steps / checkpoint_every_minutes; from the start without one); "
+        "-1 = unlimited."
     )
 
 
@@ -216,8 +226,12 @@ class TrainerConfig(Section):
     bf16: bool = Field(False, description="Train in bf16 (DeepSpeed bf16 mode).")
     seed: int = Field(0, description="Shuffle and init seed.")
     checkpoint_every_steps: int = Field(
-        0, ge=0, description="Save a resumable DeepSpeed checkpoint every N optimizer steps (0: only the final "
-        "model). A killed stage, rerun, continues from the last one."
+        0, ge=0, description="Save a resumable DeepSpeed checkpoint every N optimizer steps (0: by time only). A "
+        "restarted worker group, or a killed stage rerun, continues from the newest one."
+    )
+    checkpoint_every_minutes: float = Field(
+        15, ge=0, description="Also save a resumable checkpoint after the first step that ends this many minutes "
+        "after the last one (0: by steps only), so that a long stage loses at most that much work."
     )
     keep_checkpoints: int = Field(2, ge=1, description="Resumable checkpoints kept (the newest N).")
     resources: TrainResources = Field(default_factory=TrainResources)

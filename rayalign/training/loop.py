@@ -151,6 +151,7 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
         engine.destroy()
         return
     log = step_logger(loop_config, rank, done=len(history))
+    checkpoint = CheckpointClock(cfg, world, device)
     started = time.perf_counter()
     for epoch, micro_batches, step_rows in training_steps(ray.train.get_dataset_shard("train"), cfg, world, rank,
                                                           done=len(history)):
@@ -171,7 +172,7 @@ def worker_fit(loop_config: dict, cfg: TrainerConfig,
         # Only checkpoints are reported: ray.train.report waits for the controller's ~2 s poll,
         # which would dominate a GPU step. The step metrics go to MLflow live and travel in the
         # checkpoints' history.
-        if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
+        if checkpoint.due(len(history)):
             report_resumable({DEEPSPEED_DIR: engine}, history, rank)
     if not history:
         raise RuntimeError(f"no optimizer step: the training data has fewer rows than the {world} worker(s); "
@@ -270,6 +271,29 @@ def _write_state(folder: Path, history: list[dict], final: bool, extra: dict | N
 def read_history(folder: Path) -> list[dict]:
     """The per-step metrics a training stage wrote."""
     return [json.loads(line) for line in (Path(folder) / METRICS_FILE).read_text().splitlines()]
+
+
+class CheckpointClock:
+    """When a training loop saves a resumable checkpoint: every checkpoint_every_steps steps, and after
+    the first step that ends checkpoint_every_minutes after the last save. Rank 0's clock decides for
+    every rank (the ranks save together), at the price of one broadcast per step with several."""
+
+    def __init__(self, cfg: TrainerConfig, world: int, device):
+        self.every_steps, self.seconds = cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes * 60
+        self.world, self.device, self.last = world, device, time.monotonic()
+
+    def due(self, steps: int) -> bool:
+        """Whether to save now, after `steps` optimizer steps."""
+        due = bool(self.every_steps) and steps % self.every_steps == 0
+        if not due and self.seconds:
+            due = time.monotonic() - self.last >= self.seconds
+            if self.world > 1:
+                late = torch.tensor([float(due)], device=self.device)
+                torch.distributed.broadcast(late, src=0)
+                due = bool(late.item())
+        if due:
+            self.last = time.monotonic()
+        return due
 
 
 def report_resumable(engines: dict, history: list[dict], rank: int, extra: dict | None = None) -> None:

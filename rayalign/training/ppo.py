@@ -27,8 +27,8 @@ from rayalign.logprobs import pad_batch, token_logprobs
 from rayalign.losses.ppo import (AdaptiveKLController, AllReduce, gae, kl_penalized_rewards, masked_mean, masked_whiten,
                                  ppo_policy_loss, ppo_value_loss)
 from rayalign.pretrained import load_model, load_tokenizer
-from rayalign.training.loop import (deepspeed_engine, grad_norm, report_final, report_resumable, resume, setup_worker,
-                                    step_logger, without_dropout)
+from rayalign.training.loop import (CheckpointClock, deepspeed_engine, grad_norm, report_final, report_resumable,
+                                    resume, setup_worker, step_logger, without_dropout)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -153,6 +153,7 @@ def train_loop(loop_config: dict) -> None:
         kl_ctl.value = saved["kl_coef"]
         rng.setstate((saved["rng"][0], tuple(saved["rng"][1]), saved["rng"][2]))
         sync_weights(sampler, full_state_dict(policy.module, cfg.zero_stage), cfg.weight_sync, scratch)
+    checkpoint = CheckpointClock(cfg, world, device)
     for step in range(len(history), cfg.steps):
         started = time.perf_counter()
         # Every worker samples and trains on its share of the step's prompts.
@@ -220,7 +221,7 @@ def train_loop(loop_config: dict) -> None:
         kl_ctl.update(stats["kl"], n_steps=len(lengths))
         history.append({"step": step + 1, "epoch": 0, **stats})
         log(stats, step + 1)
-        if cfg.checkpoint_every_steps and len(history) % cfg.checkpoint_every_steps == 0:
+        if checkpoint.due(len(history)):
             state = rng.getstate()
             report_resumable(engines, history, rank,
                              extra={"kl_coef": kl_ctl.value, "rng": [state[0], list(state[1]), state[2]]})
