@@ -264,10 +264,7 @@ def test_a_second_round_samples_from_the_first_and_resumes_after_a_kill(first_ru
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy)
     overrides = tiny_overrides(tiny_gpt2, prompts_file) + ["rounds=2"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    driver = subprocess.Popen([sys.executable, "-m", "rayalign.cli", "run", "default", *overrides, "--run-dir",
-                               str(copy)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    driver = spawn_run(overrides, copy)
     try:
         deadline = time.monotonic() + 900
         while not (copy / "sample.r2" / "_manifest.json").is_file():
@@ -310,6 +307,47 @@ def test_a_second_round_samples_from_the_first_and_resumes_after_a_kill(first_ru
         assert [(m.step, m.value) for m in history] == [(1, first[name]), (2, second[name])], name
     assert (copy / "rounds.png").is_file()
     assert "rounds.png" in {a.path for a in client.list_artifacts(rounds["mlflow_run_id"])}
+
+
+def test_a_driver_killed_mid_sampling_resumes_from_the_shards_it_committed(first_run, tiny_gpt2, prompts_file,
+                                                                          tmp_path):
+    """`rayalign run` SIGKILLed once the sample stage has committed a shard (one prompt per actor
+    batch here): the rerun samples only the prompts without one, and the dataset has the
+    uninterrupted run's rows and keys, none twice."""
+    from rayalign.data.parquet import parquet_files
+    from rayalign.pipeline.stages import prompts, sample
+
+    _, run_dir, _, _ = first_run
+    run = tmp_path / run_dir.name
+    shutil.copytree(run_dir / "prompts", run / "prompts")
+    overrides = tiny_overrides(tiny_gpt2, prompts_file) + ["sample.resources.batch_size=1"]  # not in the key
+    driver = spawn_run(overrides, run)
+    partial = run / ".sample.partial"
+    try:
+        deadline = time.monotonic() + 600
+        while not parquet_files(partial):
+            assert driver.poll() is None and time.monotonic() < deadline, "no shard was committed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (run / "sample").exists()
+    left = len(set(read_table(partial)["prompt_id"].to_pylist()))
+    logs: list[str] = []
+    run_pipeline(load_config("default", overrides), run, log=logs.append, stages=[prompts.STAGE, sample.STAGE])
+    metrics = json.loads((run / "sample" / "_manifest.json").read_text())["metrics"]
+    k, train_prompts = first_run[0].sample.k, read_table(run / "prompts")["split"].to_pylist().count("train")
+    assert 1 <= left < train_prompts and metrics["resumed_rows"] == left * k  # the rest was sampled afresh
+    resumed, uninterrupted = keyed(run / "sample", "num_tokens"), keyed(run_dir / "sample", "num_tokens")
+    assert len(read_table(run / "sample")) == len(resumed) and resumed.keys() == uninterrupted.keys()
+
+
+def spawn_run(overrides: list[str], run_dir) -> subprocess.Popen:
+    """`rayalign run default OVERRIDES --run-dir RUN_DIR` in a process group of its own, to SIGKILL."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "rayalign.cli", "run", "default", *overrides, "--run-dir",
+                             str(run_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny_gpt2, prompts_file):

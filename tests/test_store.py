@@ -73,6 +73,48 @@ def test_a_commit_killed_between_write_and_publish_is_never_taken_as_complete(tm
     assert store.is_complete("score", "new") and sorted(p.name for p in tmp_path.iterdir()) == ["score"]
 
 
+def test_a_resumable_stage_keeps_the_partial_output_of_the_same_key_only(tmp_path):
+    store = StageStore(tmp_path)
+    with store.writing("sample", resume_key="k1") as partial:
+        (partial / "part-1.parquet").write_text("shard")  # then the driver is killed
+    with store.writing("sample", resume_key="k1") as partial:
+        assert (partial / "part-1.parquet").is_file()  # the same key: the shard is kept
+        store.commit("sample", partial, {"config_hash": "k1"})
+    assert sorted(p.name for p in store.path("sample").iterdir()) == ["_manifest.json", "part-1.parquet"]
+    with store.writing("sample", resume_key="k1") as partial:
+        (partial / "part-2.parquet").write_text("shard")
+    with store.writing("sample", resume_key="k2") as partial:  # another key: computed afresh
+        assert [p.name for p in partial.glob("*.parquet")] == []
+    with store.writing("sample") as partial:  # not resumable: always afresh
+        assert list(partial.iterdir()) == []
+
+
+def test_remaining_drops_the_keys_a_killed_run_wrote_whole(tmp_path, ray_local):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    from rayalign.pipeline.stage_tools import remaining
+
+    def shard(name, prompts, k=2):
+        pq.write_table(pa.table({"prompt_id": [p for p in prompts for _ in range(k)],
+                                 "sample_idx": [i for _ in prompts for i in range(k)]}), tmp_path / name)
+
+    shard("a.parquet", ["p0", "p1"])
+    shard("b.parquet", ["p2"], k=1)      # p2 only in part: the file goes, p2 is sampled again
+    (tmp_path / "c.parquet").write_bytes(b"PAR1 torn")  # a writer killed mid-file
+    todo = ray.data.from_items([{"prompt_id": f"p{i}", "prompt": "x"} for i in range(4)])
+    rest, kept = remaining(todo, tmp_path, ("prompt_id",), per_key=2)
+    assert kept == 4 and sorted(r["prompt_id"] for r in rest.take_all()) == ["p2", "p3"]
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["a.parquet"]
+    # Row keys of two columns (reference, score): (p0, 1) is done, (p0, 0) is not.
+    pq.write_table(pa.table({"prompt_id": ["p0"], "sample_idx": [1]}), tmp_path / "a.parquet")
+    rows = ray.data.from_items([{"prompt_id": "p0", "sample_idx": i} for i in range(2)])
+    rest, kept = remaining(rows, tmp_path, ("prompt_id", "sample_idx"))
+    assert kept == 1 and rest.take_all() == [{"prompt_id": "p0", "sample_idx": 0}]
+    assert remaining(rows, tmp_path / "empty", ("prompt_id",)) == (rows, 0)
+
+
 def stage_keys(cfg):
     return cache_keys(plan(cfg, PIPELINE), cfg)
 

@@ -22,8 +22,10 @@ def to_table(ds: ray.data.Dataset) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def write(ds: ray.data.Dataset, folder: Path) -> int:
-    """Execute `ds` into Parquet files under `folder`; return the row count."""
-    # min_rows_per_file merges the many small blocks that groupby/map_groups produce.
-    ds.write_parquet(str(folder), min_rows_per_file=100_000)
+def write(ds: ray.data.Dataset, folder: Path, shards: bool = False) -> int:
+    """Execute `ds` into Parquet files under `folder` (added to those there); return the row count of
+    all. With `shards`, a file per block as each block completes (an actor batch's output), so a
+    driver killed midway leaves the finished ones; else blocks are merged into files of ≥ 100k
+    rows (groupby/map_groups make many small blocks)."""
+    ds.write_parquet(str(folder), min_rows_per_file=None if shards else 100_000)
     return parquet_rows(folder)

@@ -171,7 +171,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, tracking_uri: str | None, log: Ca
             ensure_resources(node.stage.bundles(cfg), cfg.ray.resource_wait_s, node.id, node.stage.needs_set_by)
             log(f"{head}: running")
             start = time.perf_counter()
-            with store.writing(node.id) as partial:
+            with store.writing(node.id, keys[node.id] if node.stage.resumable else None) as partial:
                 with run.progress.shown(progress, head):
                     metrics = node.stage.run(ctx, partial)
                 manifest = {"config_hash": keys[node.id], "seconds": time.perf_counter() - start,

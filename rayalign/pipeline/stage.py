@@ -42,6 +42,9 @@ class Stage:
     per_round it runs once per round of iterative training (output folders name.r2, name.r3, ...).
     round_settings  round_settings(cfg) -> the settings that decide only its rounds after the first
               (rounds_reference), hashed into those rounds' keys alone.
+    resumable it writes its dataset in shards as its actor batches complete, and its run computes only
+              what an interrupted run of the same cache key left undone (stage_tools.remaining):
+              the runner keeps that run's partial folder instead of emptying it.
     produces_policy  its output folder holds a policy checkpoint (model/).
     starts_from_policy  it reads the latest policy: the model of the last policy-producing node
               before it (RunContext.latest_policy; model.policy when there is none), whose cache
@@ -60,6 +63,7 @@ class Stage:
     summary: Callable[[Path, dict], dict[str, Any]] | None = None
     per_round: bool = False
     round_settings: Callable[[RunConfig], list[Any]] = _nothing
+    resumable: bool = False
     produces_policy: bool = False
     starts_from_policy: bool = False
 

@@ -4,17 +4,19 @@ actors, the tokenizer of a checkpoint, and training nodes' Ray Train runs and ML
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 
 from rayalign.actors.runtime import map_with_actors
 from rayalign.actors.sampler import VLLMSampler, sampler_kwargs
 from rayalign.config import TrainerConfig
-from rayalign.data.parquet import read_table
+from rayalign.data.parquet import parquet_files, read_table
 from rayalign.data.ray_io import write
 from rayalign.pipeline.context import RunContext
 from rayalign.pretrained import load_tokenizer
@@ -28,11 +30,49 @@ def tokenizer(ctx: RunContext, path: str):
     return load_tokenizer(path, ctx.cfg.model.trust_remote_code)
 
 
-def timed_write(ds: ray.data.Dataset, out: Path) -> tuple[int, float]:
-    """Write `ds` into `out`: (rows, seconds)."""
+def timed_write(ds: ray.data.Dataset, out: Path, shards: bool = False) -> tuple[int, float]:
+    """Write `ds` into `out` (ray_io.write): (rows in `out`, seconds)."""
     start = time.perf_counter()
-    rows = write(ds, out)
+    rows = write(ds, out, shards)
     return rows, time.perf_counter() - start
+
+
+def remaining(ds: ray.data.Dataset, out: Path, keys: tuple[str, ...], per_key: int = 1) -> tuple[ray.data.Dataset, int]:
+    """`ds` without the rows whose `keys` an interrupted run of this node already wrote to `out`
+    (Stage.resumable: the same cache key), each key with `per_key` rows. Only shard files that read
+    back whole count: a torn file, or one holding a key in part, is deleted and its keys are done
+    again. Returns (the rest of `ds`, the rows kept in `out`)."""
+    files: dict[str, list[tuple]] = {}
+    for f in parquet_files(out):
+        try:
+            table = pq.read_table(f, columns=list(keys))
+        except (OSError, pa.ArrowInvalid):  # a writer killed mid-file leaves no footer
+            Path(f).unlink()
+            continue
+        files[f] = list(zip(*(table[c].to_pylist() for c in keys)))
+    while True:
+        counts = Counter(k for found in files.values() for k in found)
+        partial = [f for f, found in files.items() if any(counts[k] != per_key for k in found)]
+        if not partial:
+            break
+        for f in partial:
+            Path(f).unlink()
+            del files[f]
+    done = pa.array(sorted({_joined(k) for found in files.values() for k in found}), pa.string())
+    if not len(done):
+        return ds, 0
+
+    def drop_done(batch: pa.Table) -> pa.Table:
+        joined = pc.binary_join_element_wise(*(pc.cast(batch[c], pa.string()) for c in keys), KEY_SEPARATOR)
+        return batch.filter(pc.invert(pc.is_in(joined, value_set=done)))
+    return ds.map_batches(drop_done, batch_format="pyarrow"), sum(len(found) for found in files.values())
+
+
+KEY_SEPARATOR = "\x1f"
+
+
+def _joined(key: tuple) -> str:
+    return KEY_SEPARATOR.join(str(k) for k in key)
 
 
 def token_metrics(table: pa.Table, seconds: float) -> dict[str, float]:
@@ -45,16 +85,18 @@ def token_metrics(table: pa.Table, seconds: float) -> dict[str, float]:
 def sample_prompts(ctx: RunContext, prompts: ray.data.Dataset, out: Path, n: int, seed: int,
                    stream: str) -> dict[str, float]:
     """Sample n responses per prompt row (prompt_id, prompt) from the current policy with vLLM actors
-    into `out`; its metrics. `stream` keeps the draws apart from other stages' with the same seed."""
+    into `out`, in shards (resuming from those an interrupted run left); its metrics. `stream` keeps
+    the draws apart from other stages' with the same seed."""
     cfg = ctx.cfg
     kwargs = sampler_kwargs(ctx.latest_policy(), cfg.sample, cfg.model.dtype, n=n, seed=seed, stream=stream,
                             temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
                             trust_remote_code=cfg.model.trust_remote_code)
+    prompts, resumed = remaining(prompts, out, ("prompt_id",), per_key=n)
     ds = ctx.progress.counted(map_with_actors(prompts, VLLMSampler, kwargs, cfg.sample.resources),
                               lambda: prompts.count() * n, "responses")
-    rows, seconds = timed_write(ds, out)
+    rows, seconds = timed_write(ds, out, shards=True)
     table = read_table(out)
-    metrics = token_metrics(table, seconds)
+    metrics = {**token_metrics(table, seconds), "resumed_rows": resumed}
     metrics["truncated_fraction"] = pc.sum(pc.equal(table["finish_reason"], "length")).as_py() / max(rows, 1)
     return metrics
 

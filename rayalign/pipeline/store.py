@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "_manifest.json"
+PARTIAL = "_partial_of.json"  # in a resumable stage's partial directory: the cache key it is of
 LOCK = ".lock"
 
 
@@ -80,11 +81,17 @@ class StageStore:
         return manifest is not None and manifest.get("config_hash") == config_hash
 
     @contextmanager
-    def writing(self, stage: str) -> Iterator[Path]:
-        """Yield an empty partial directory; on success the caller must call commit()."""
+    def writing(self, stage: str, resume_key: str | None = None) -> Iterator[Path]:
+        """Yield the stage's partial directory, empty; on success the caller must call commit(). With
+        `resume_key`, a partial directory an interrupted run of that cache key left is kept as it is
+        (a resumable stage goes on from its shards)."""
         partial = self.run_dir / f".{stage}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        marker = partial / PARTIAL
+        if resume_key is None or not (marker.is_file() and json.loads(marker.read_text()) == resume_key):
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            if resume_key is not None:
+                marker.write_text(json.dumps(resume_key))
         yield partial
 
     def _restore(self, stage: str) -> None:
@@ -98,6 +105,7 @@ class StageStore:
         """Write the manifest into `partial` and swap it in for the stage's directory: a process killed
         at any point leaves either the previous output or the new one, whole, in place."""
         manifest = {**manifest, "stage": stage, "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (partial / PARTIAL).unlink(missing_ok=True)
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         final, old = self.path(stage), self.run_dir / f".{stage}.old"
         shutil.rmtree(old, ignore_errors=True)

@@ -46,6 +46,7 @@ def labels_from_samples(cfg) -> bool:
 
 STAGE = Stage(
     name="label_sample",
+    resumable=True,
     run=run,
     reads=(prompts.STAGE,),
     starts_from_policy=True,

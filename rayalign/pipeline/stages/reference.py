@@ -18,7 +18,7 @@ from rayalign.models import resolve_model
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
-from rayalign.pipeline.stage_tools import timed_write, token_metrics
+from rayalign.pipeline.stage_tools import remaining, timed_write, token_metrics
 from rayalign.pipeline.stages import sample, sft
 
 
@@ -46,7 +46,7 @@ def _no_reference(batch: pa.Table) -> pa.Table:
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     cfg = ctx.cfg
-    ds = read_stage(ctx.path(sample.STAGE))
+    ds, resumed = remaining(read_stage(ctx.path(sample.STAGE)), out, ("prompt_id", "sample_idx"))
     if not cfg.needs_reference():  # SLiC without the budget regulariser: no reference model at all
         ds = ds.map_batches(_no_reference, batch_format="pyarrow")
     elif cfg.reuses_sampler_logprobs(ctx.round):
@@ -56,9 +56,9 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
                                                     "dtype": cfg.model.dtype,
                                                     "trust_remote_code": cfg.model.trust_remote_code},
                              cfg.reference.resources)
-        ds = ctx.progress.counted(ds, lambda: parquet_rows(ctx.path(sample.STAGE)), "responses")
-    _, seconds = timed_write(ds, out)
-    return token_metrics(read_table(out), seconds)
+        ds = ctx.progress.counted(ds, lambda: parquet_rows(ctx.path(sample.STAGE)) - resumed, "responses")
+    _, seconds = timed_write(ds, out, shards=True)
+    return {**token_metrics(read_table(out), seconds), "resumed_rows": resumed}
 
 
 def _runs_actors(cfg: RunConfig) -> bool:
@@ -74,6 +74,7 @@ STAGE = Stage(
     per_round=True,
     settings=lambda cfg: [settings(cfg.reference), cfg.model.reference, cfg.model.dtype, cfg.needs_reference()],
     round_settings=lambda cfg: [cfg.rounds_reference],
+    resumable=True,
     needs=lambda cfg: actor_bundles(cfg.reference.resources) if _runs_actors(cfg) else [],
     needs_set_by="reference.resources.min_actors / num_gpus / num_cpus (or reference.reuse_sampler_logprobs=true)",
     schema=schemas.REFERENCE,

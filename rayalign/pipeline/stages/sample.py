@@ -30,6 +30,7 @@ STAGE = Stage(
     reads=(prompts.STAGE,),
     starts_from_policy=True,
     per_round=True,
+    resumable=True,
     settings=lambda cfg: [settings(cfg.sample), cfg.model.policy, cfg.model.dtype],
     needs=lambda cfg: actor_bundles(cfg.sample.resources),
     needs_set_by="sample.resources.min_actors / num_gpus / num_cpus",

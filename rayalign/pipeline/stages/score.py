@@ -15,18 +15,19 @@ from rayalign.data.ray_io import read_stage
 from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
-from rayalign.pipeline.stage_tools import timed_write
+from rayalign.pipeline.stage_tools import remaining, timed_write
 from rayalign.pipeline.stages import reference, reward_model
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
     scorer, kwargs = scorer_for(ctx.cfg.score, reward_model.scoring_model(ctx), ctx.cfg.model.trust_remote_code)
     responses = ctx.path(reference.STAGE)
-    ds = ctx.progress.counted(map_with_actors(read_stage(responses), scorer, kwargs, ctx.cfg.score.resources),
-                              lambda: parquet_rows(responses), "responses")
-    rows, seconds = timed_write(ds, out)
+    todo, resumed = remaining(read_stage(responses), out, ("prompt_id", "sample_idx"))
+    ds = ctx.progress.counted(map_with_actors(todo, scorer, kwargs, ctx.cfg.score.resources),
+                              lambda: parquet_rows(responses) - resumed, "responses")
+    rows, seconds = timed_write(ds, out, shards=True)
     rewards = read_table(out)["reward"]
-    return {"rows": rows, "seconds": seconds, "reward_mean": pc.mean(rewards).as_py(),
+    return {"rows": rows, "seconds": seconds, "resumed_rows": resumed, "reward_mean": pc.mean(rewards).as_py(),
             "reward_std": pc.stddev(rewards).as_py(), "reward_min": pc.min(rewards).as_py(),
             "reward_max": pc.max(rewards).as_py()}
 
@@ -37,6 +38,7 @@ STAGE = Stage(
     active=lambda cfg: not cfg.ppo.enabled,  # the ppo stage samples, scores and trains itself
     reads=(reference.STAGE, reward_model.STAGE),
     per_round=True,
+    resumable=True,
     settings=lambda cfg: [settings(cfg.score)],
     needs=lambda cfg: actor_bundles(cfg.score.resources),
     needs_set_by="score.resources.min_actors / num_gpus / num_cpus",
