@@ -299,6 +299,53 @@ def _calls(tree: ast.AST):
             yield node, owner, name, {k.arg: k.value for k in node.keywords}
 
 
+# A ZeRO-2 DeepSpeed engine on the tiny model saves a resumable checkpoint; a fresh engine loads
+# it the way a resumed training stage does; then the optimizer states are replaced by a pickle that
+# writes a file when unpickled, and loading again must refuse it before running anything.
+RESUME_CHECKPOINT = """
+import os, sys
+from pathlib import Path
+os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                  MASTER_PORT=sys.argv[3], DS_ACCELERATOR="cpu")
+import torch, torch.distributed
+torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+from transformers import AutoModelForCausalLM
+from rayalign.config import TrainerConfig
+from rayalign.training.loop import deepspeed_engine, read_checkpoints_as_data
+from tests.test_security import _Payload
+
+def engine():
+    return deepspeed_engine(AutoModelForCausalLM.from_pretrained(sys.argv[1]), TrainerConfig(zero_stage=2), 1)
+
+out = Path(sys.argv[2])
+first = engine()
+x = torch.randint(0, 50, (2, 6))
+first.backward(first(input_ids=x, labels=x).loss)
+first.step()
+first.save_checkpoint(str(out), tag="t")
+second = engine()
+read_checkpoints_as_data(second)
+second.load_checkpoint(str(out), tag="t")
+print("loaded", second.global_steps, flush=True)
+[optim] = (out / "t").glob("*optim_states.pt")
+torch.save({"optimizer_state_dict": _Payload(str(out / "ran"))}, optim)
+third = engine()
+read_checkpoints_as_data(third)
+third.load_checkpoint(str(out), tag="t")
+"""
+
+
+def test_a_resumed_deepspeed_checkpoint_is_read_as_data(tmp_path, tiny_model):
+    from tests.conftest import free_port
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", RESUME_CHECKPOINT, tiny_model, str(tmp_path / "ck"),
+                           str(free_port())], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert "loaded 1" in done.stdout, done.stderr[-3000:]  # ZeRO-2's optimizer states load as data
+    assert done.returncode != 0 and "Weights only load failed" in done.stderr  # the pickle is refused...
+    assert not (tmp_path / "ck" / "ran").exists()  # ...before it runs
+
+
 def test_the_package_reads_no_pickle_and_loads_checkpoints_in_one_place():
     """Every from_pretrained is in rayalign/pretrained.py; no torch.load without weights_only=True,
     no pickle/joblib/pandas unpickling, no numpy allow_pickle; vLLM engines load safetensors and

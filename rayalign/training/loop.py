@@ -310,6 +310,29 @@ def report_resumable(engines: dict, history: list[dict], rank: int, extra: dict 
                          checkpoint_dir_name=f"step_{len(history):06d}")
 
 
+# What DeepSpeed's own checkpoints pickle besides tensors and plain containers (ZeRO optimizer
+# states: the loss scaler, the stage, bf16 parameter fragments), found by loading the checkpoints
+# of ZeRO 0-3 in fp32 and bf16 with weights_only=True.
+DEEPSPEED_CHECKPOINT_CLASSES = ("deepspeed.runtime.fp16.loss_scaler.LossScaler",
+                                "deepspeed.runtime.zero.config.ZeroStageEnum",
+                                "deepspeed.utils.tensor_fragment.fragment_address")
+
+
+def read_checkpoints_as_data(engine) -> None:
+    """Make `engine` load its checkpoints with torch.load(weights_only=True), allowing only the
+    DEEPSPEED_CHECKPOINT_CLASSES: DeepSpeed's own loader unpickles anything (weights_only=False), so a
+    checkpoint on shared storage that someone replaced could run code in every worker."""
+    import importlib
+
+    allowed = [getattr(importlib.import_module(module), name)
+               for module, _, name in (c.rpartition(".") for c in DEEPSPEED_CHECKPOINT_CLASSES)]
+
+    def load(path: str, map_location=None):
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    engine.checkpoint_engine.load = load
+
+
 def resume(engines: dict) -> tuple[list[dict], object, dict]:
     """(history so far, the final checkpoint if the run had finished, the loop's saved state) from Ray
     Train's latest checkpoint, loading each engine from its folder."""
@@ -327,6 +350,7 @@ def resume(engines: dict) -> tuple[list[dict], object, dict]:
             shutil.copytree(folder, keep, dirs_exist_ok=True)
             return history, ray.train.Checkpoint.from_directory(str(keep)), state.get("extra", {})
         for name, engine in engines.items():
+            read_checkpoints_as_data(engine)
             engine.load_checkpoint(str(folder / name), tag=DEEPSPEED_TAG)
     print(f"rayalign: resumed training from step {len(history)}", flush=True)
     return history, None, state.get("extra", {})
