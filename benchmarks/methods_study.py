@@ -195,8 +195,10 @@ def track(study: dict, root: Path, png: Path) -> None:
     from rayalign.tracking import default_tracking_uri
 
     mlflow.set_tracking_uri(default_tracking_uri(root))
-    mlflow.set_experiment("methods_study")
-    with mlflow.start_run(run_name=f"methods_study-{study['settings_hash'][:6]}"):
+    experiment = mlflow.get_experiment_by_name("methods_study")
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
+        "methods_study", artifact_location=(root / "mlartifacts").resolve().as_uri())  # as rayalign's runs do
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"methods_study-{study['settings_hash'][:6]}"):
         for name, method in study["methods"].items():
             mlflow.log_metrics({f"{name}/{k}_mean": v for k, v in method["mean"].items() if v is not None})
         mlflow.log_artifact(str(png))
