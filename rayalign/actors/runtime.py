@@ -4,6 +4,7 @@ threads inside an actor (or a Ray Train worker)."""
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import ray
@@ -24,18 +25,22 @@ def map_with_actors(ds: ray.data.Dataset, fn_cls: type, kwargs: dict[str, Any],
         # A block goes to one actor, and a stage read back from one Parquet file (or built with
         # ray.data.from_arrow) is one block: without splitting, every actor of the pool but one idles.
         ds = ds.repartition(target_num_rows_per_block=res.batch_size)
-    return ds.map_batches(
-        fn_cls,
-        fn_constructor_kwargs={**kwargs, "torch_threads": res.torch_threads},
-        batch_size=res.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
-        num_cpus=res.num_cpus,
-        num_gpus=res.num_gpus,
-        max_restarts=res.max_restarts,  # Ray Data's defaults are -1 (forever) for both
-        max_task_retries=res.max_task_retries,
-        **extra,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 names no parameter for actor restarts: map_batches takes them as remote args, which
+        # it warns will go in Ray 2.64 (its pool's own defaults are set the same way).
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", category=DeprecationWarning)
+        return ds.map_batches(
+            fn_cls,
+            fn_constructor_kwargs={**kwargs, "torch_threads": res.torch_threads},
+            batch_size=res.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus,
+            max_restarts=res.max_restarts,  # Ray Data's defaults are -1 (forever) for both
+            max_task_retries=res.max_task_retries,
+            **extra,
+        )
 
 
 def set_torch_threads(threads: int | None) -> None:
