@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from rayalign.config import ConfigError, load_config, preset_names
@@ -164,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         known = _explained(exc)
         if known is None:
-            raise
+            # A bug: its whole traceback, with what it quotes (a URI with credentials, a token) redacted.
+            print(redact_secrets(traceback.format_exc()), file=sys.stderr, end="")
+            return 1
         code, message = known
         _error(message)
         return code

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rayalign.redaction import redact_secrets
+
 LOG_FILE = "run.log"
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -96,7 +98,7 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
         yield console
     except BaseException:
         console.status("")
-        log.write(traceback.format_exc().encode())
+        log.write(redact_secrets(traceback.format_exc()).encode())
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)  # the error reaches the console

@@ -100,6 +100,24 @@ def test_cli_errors_redact_credentials(capsys):
     assert "sekret-pw" not in err
 
 
+def test_a_bug_s_traceback_is_redacted_on_the_console_and_in_run_log(monkeypatch, capsys, tmp_path):
+    import rayalign.cli as cli
+    from rayalign.console import quiet_console
+
+    monkeypatch.setenv("SERVICE_TOKEN", "tok-1234567890")
+    message = "cannot reach https://user:pw-123456@host/x with tok-1234567890"
+
+    def broken(args):
+        with quiet_console(tmp_path / "run.log"):
+            raise RuntimeError(message)
+    monkeypatch.setattr(cli, "_runs", broken)
+    assert cli.main(["runs", str(tmp_path)]) == 1
+    err, log = capsys.readouterr().err, (tmp_path / "run.log").read_text()
+    for shown in (err, log):
+        assert "Traceback" in shown and "RuntimeError: cannot reach https://***@host/x with ***" in shown
+        assert "pw-123456" not in shown and "tok-1234567890" not in shown
+
+
 def test_a_recorded_config_with_redacted_credentials_is_refused():
     with pytest.raises(ConfigError, match=r"tracking.uri='https://\*\*\*@mlflow:5000' holds credentials that rayalign "
                                           r"redacted.*MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
