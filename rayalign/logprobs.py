@@ -41,3 +41,74 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
                       response_mask: torch.Tensor) -> torch.Tensor:
     """Σ log π(y_t | x, y_<t) over response positions, shape [B]; differentiable."""
     return (token_logprobs(model, input_ids, attention_mask) * response_mask[:, 1:]).sum(-1)
+
+
+def group_by_prompt(prompts: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct prompts in order of first appearance, and each row's index into them."""
+    index: dict[tuple[int, ...], int] = {}
+    rows = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    return [list(p) for p in index], rows
+
+
+def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [N, longest] and their attention mask."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] at every position, without materialising the log-softmax."""
+    logits = logits.float()
+    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
+def _continue_responses(model, cache, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                        response_mask: torch.Tensor) -> torch.Tensor:
+    """Logits predicting response tokens 1.. of every row, [B, T − 1, V], from `cache`, the rows'
+    prompts (right-padded: `prompt_mask` [B, P]). The pad slots stay in the cache, masked, so positions
+    are explicit: response token t of a prompt of length n sits at position n + t."""
+    inputs = response_ids[:, :-1]  # a response's last token predicts nothing we score
+    positions = prompt_mask.sum(-1, keepdim=True) + torch.arange(inputs.shape[1], device=inputs.device)
+    attention = torch.cat([prompt_mask, response_mask[:, :-1]], -1)
+    return model(input_ids=inputs, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                 use_cache=True).logits
+
+
+def shared_prompt_token_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                                 pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(y_t | x, y_<t) of each row's response tokens, [B, T] (T: the longest response, 0 past a
+    row's end), and the response mask [B, T]: the numbers token_logprobs gives over prompt+response,
+    with each distinct prompt run once however many rows share it.
+
+    One forward over the distinct prompts (right-padded) fills a KV cache and predicts each prompt's
+    first response token from its last position; the cache's rows are gathered to the batch's rows
+    (input order: rows of different prompts may interleave) and one forward continues every
+    response from it."""
+    device = model.device
+    distinct, row_prompt = group_by_prompt(prompts)
+    prompt_ids, prompt_mask = (t.to(device) for t in right_pad(distinct, pad_id))
+    prefill = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True)
+    row_prompt = torch.tensor(row_prompt, device=device)
+    response_ids, response_mask = (t.to(device) for t in right_pad(responses, pad_id))
+    last = prompt_mask.sum(-1)[row_prompt] - 1
+    # [:, :T]: no position at all when every response is empty.
+    logits = prefill.logits[row_prompt, last].unsqueeze(1)[:, : response_ids.shape[1]]
+    if response_ids.shape[1] > 1:
+        cache = prefill.past_key_values
+        cache.batch_select_indices(row_prompt)
+        continued = _continue_responses(model, cache, prompt_mask[row_prompt], response_ids, response_mask)
+        logits = torch.cat([logits, continued], 1)
+    response_mask = response_mask.bool()
+    return _target_logprobs(logits, response_ids) * response_mask, response_mask
+
+
+def shared_prompt_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                           pad_id: int) -> torch.Tensor:
+    """Σ log π(y_t | x, y_<t) over each row's response, shape [B], each distinct prompt run once
+    (see shared_prompt_token_logprobs); what sequence_logprobs gives over pad_batch's tensors."""
+    return shared_prompt_token_logprobs(model, prompts, responses, pad_id)[0].sum(-1)

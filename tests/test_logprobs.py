@@ -1,6 +1,17 @@
+import random
+
+import pyarrow as pa
+import pytest
 import torch
 
-from rayalign.logprobs import pad_batch, sequence_logprobs
+from rayalign.logprobs import (group_by_prompt, pad_batch, sequence_logprobs, shared_prompt_logprobs,
+                               shared_prompt_token_logprobs, token_logprobs)
+
+
+def load(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
 def test_pad_batch_masks_only_response_tokens():
@@ -11,15 +22,75 @@ def test_pad_batch_masks_only_response_tokens():
 
 
 def test_padded_batch_equals_per_sequence_sums(tiny_model):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    model = load(tiny_model)
     prompts, responses = [[1, 20, 30], [1, 40]], [[50, 60], [70, 80, 90, 2]]
     with torch.no_grad():
         batched = sequence_logprobs(model, *pad_batch(prompts, responses, pad_id=0))
         for i, (p, r) in enumerate(zip(prompts, responses)):
-            ids = torch.tensor([p + r])
-            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
-            # Response token t sits at position len(p) + t and is predicted from the position before it.
-            expected = sum(logp[len(p) + t - 1, tok].item() for t, tok in enumerate(r))
-            assert abs(batched[i].item() - expected) < 1e-4
+            assert abs(batched[i].item() - per_sequence_sum(model, p, r)) < 1e-4
+
+
+def per_sequence_sum(model, prompt, response) -> float:
+    """Σ log π(response | prompt) from one unpadded forward over prompt+response."""
+    logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + response])).logits[0, :-1].float(), -1)
+    # Response token t sits at position len(prompt) + t and is predicted from the position before it.
+    return sum(logp[len(prompt) + t - 1, tok].item() for t, tok in enumerate(response))
+
+
+def test_group_by_prompt_keeps_first_appearance_order():
+    assert group_by_prompt([[3, 4], [1], [3, 4], [1], [2]]) == ([[3, 4], [1], [2]], [0, 1, 0, 1, 2])
+
+
+def test_shared_prompt_equals_per_sequence_sums(tiny_model):
+    model = load(tiny_model)
+    # Interleaved rows of two prompts of different lengths, responses of 1 to 4 tokens and an empty one.
+    prompts = [[1, 20, 30], [1, 40], [1, 20, 30], [1, 40], [1, 20, 30]]
+    responses = [[50, 60], [70, 80, 90, 2], [55], [75, 85, 95], []]
+    with torch.no_grad():
+        shared = shared_prompt_logprobs(model, prompts, responses, pad_id=0)
+        expected = [per_sequence_sum(model, p, r) for p, r in zip(prompts, responses)]
+        assert shared[-1].item() == 0.0
+        assert shared.tolist() == pytest.approx(expected, abs=1e-4)
+        assert shared_prompt_logprobs(model, [[1, 20]], [[]], pad_id=0).tolist() == [0.0]
+
+
+def interleaved_batch(seed: int, vocab: int, k: int = 4):
+    """Three prompts of 2, 9 and 17 tokens, k responses each (1 to 12 tokens, a 1-token one per
+    prompt), their rows shuffled so that prompts interleave."""
+    rng = random.Random(seed)
+    rows = []
+    for n in (9, 2, 17):
+        prompt = [rng.randrange(1, vocab) for _ in range(n)]
+        for j in range(k):
+            length = 1 if j == 0 else rng.randrange(2, 13)
+            rows.append((prompt, [rng.randrange(1, vocab) for _ in range(length)]))
+    rng.shuffle(rows)
+    return [p for p, _ in rows], [r for _, r in rows]
+
+
+@pytest.mark.parametrize("arch", ["tiny_model", "tiny_qwen2", "tiny_gpt2"])
+def test_shared_prompt_matches_padded_forward_per_token(arch, request):
+    model = load(request.getfixturevalue(arch))
+    prompts, responses = interleaved_batch(seed=0, vocab=model.config.vocab_size)
+    with torch.no_grad():
+        ids, attention, response = pad_batch(prompts, responses, pad_id=0)
+        padded = token_logprobs(model, ids, attention)
+        shared, mask = shared_prompt_token_logprobs(model, prompts, responses, pad_id=0)
+    assert mask.sum(-1).tolist() == [len(r) for r in responses]
+    for i in range(len(responses)):
+        gap = (padded[i][response[i, 1:]] - shared[i][mask[i]]).abs().max().item()
+        assert gap < 1e-4, (arch, i, gap)
+
+
+def test_sequence_logprobs_actor_scores_every_model_alike(tiny_model, tiny_qwen2):
+    from rayalign.actors.logprobs import SequenceLogprobs
+
+    prompts, responses = interleaved_batch(seed=1, vocab=300, k=3)
+    batch = pa.table({"prompt_id": [str(p) for p in prompts], "prompt_token_ids": prompts,
+                      "response_token_ids": responses})
+    out = SequenceLogprobs({"llama": tiny_model, "qwen2": tiny_qwen2}, dtype="float32")(batch)
+    for column, path in (("llama", tiny_model), ("qwen2", tiny_qwen2)):
+        with torch.no_grad():
+            expected = sequence_logprobs(load(path), *pad_batch(prompts, responses, pad_id=0))
+        for got, want, response in zip(out.column(column).to_pylist(), expected.tolist(), responses):
+            assert abs(got - want) < 1e-4 * len(response)
