@@ -1,5 +1,6 @@
-"""Sequence log-probs by a batched forward pass over sampled responses, as a Ray Data actor:
-log π_ref for the reference stage, log π_θ and log π_ref for the evaluation KL."""
+"""Sequence log-probs of sampled responses, as a Ray Data actor: log π_ref for the reference stage,
+log π_θ and log π_ref for the evaluation KL. A batch's rows come k per prompt, so each distinct
+prompt is run once and its responses continue from its KV cache (shared_prompt_logprobs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pyarrow as pa
 import torch
 
 from rayalign.actors.runtime import set_torch_threads
-from rayalign.logprobs import pad_batch, sequence_logprobs
+from rayalign.logprobs import shared_prompt_logprobs
 from rayalign.pretrained import load_model, load_tokenizer
 
 
@@ -38,7 +39,6 @@ class SequenceLogprobs:
         prompts = batch.column("prompt_token_ids").to_pylist()
         responses = batch.column("response_token_ids").to_pylist()
         for column, (model, pad_id) in self.models.items():
-            tensors = pad_batch(prompts, responses, pad_id)
-            logps = sequence_logprobs(model, *(t.to(self.device) for t in tensors))
+            logps = shared_prompt_logprobs(model, prompts, responses, pad_id)
             batch = batch.append_column(pa.field(column, pa.float64()), pa.array(logps.double().cpu().numpy()))
         return batch
