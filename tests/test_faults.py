@@ -34,34 +34,26 @@ def die_once(marker: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class DyingSampler(VLLMSampler):
-    """The sample stage's vLLM actor, killed in its second batch; its rows say which process made them."""
+def dying_in_its_second_batch(actor: type, pid_column: str) -> type:
+    """`actor` (a stage's Ray Data actor class), killed in its second batch, once; its rows say which
+    process made them (`pid_column`)."""
+    class Dying(actor):
+        def __init__(self, crash_marker: str, **kwargs):
+            super().__init__(**kwargs)
+            self.marker, self.calls = Path(crash_marker), 0
 
-    def __init__(self, crash_marker: str, **kwargs):
-        super().__init__(**kwargs)
-        self.marker, self.calls = Path(crash_marker), 0
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        self.calls += 1
-        if self.calls == 2:
-            die_once(self.marker)
-        out = super().__call__(batch)
-        return out.append_column("sampler_pid", pa.array([os.getpid()] * out.num_rows))
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            self.calls += 1
+            if self.calls == 2:
+                die_once(self.marker)
+            out = super().__call__(batch)
+            return out.append_column(pid_column, pa.array([os.getpid()] * out.num_rows))
+    Dying.__name__ = f"Dying{actor.__name__}"
+    return Dying
 
 
-class DyingScorer(RewardModelScorer):
-    """The score stage's reward-model actor, killed in its second batch."""
-
-    def __init__(self, crash_marker: str, **kwargs):
-        super().__init__(**kwargs)
-        self.marker, self.calls = Path(crash_marker), 0
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        self.calls += 1
-        if self.calls == 2:
-            die_once(self.marker)
-        out = super().__call__(batch)
-        return out.append_column("scorer_pid", pa.array([os.getpid()] * out.num_rows))
+DyingSampler = dying_in_its_second_batch(VLLMSampler, "sampler_pid")  # the sample stage's vLLM actor
+DyingScorer = dying_in_its_second_batch(RewardModelScorer, "scorer_pid")  # the score stage's reward model
 
 
 def test_killed_sampling_and_scoring_actors_are_restarted_and_lose_no_row(tmp_path, tiny_model, tiny_reward_model,
