@@ -13,18 +13,21 @@ from rayalign.config import ActorResources
 
 
 def map_with_actors(ds: ray.data.Dataset, fn_cls: type, kwargs: dict[str, Any],
-                    res: ActorResources) -> ray.data.Dataset:
+                    res: ActorResources, shards: bool = False) -> ray.data.Dataset:
     """ds.map_batches over an autoscaling pool of `fn_cls` actors sized by `res`; an actor whose
-    process dies is restarted and its batch retried, res.max_restarts / max_task_retries times."""
+    process dies is restarted and its batch retried, res.max_restarts / max_task_retries times.
+    With `shards`, every batch makes an output block of its own (a resumable stage writes a shard
+    per batch), whatever the pool size."""
     extra = {}
     if res.torch_threads:
         # OpenMP reads OMP_NUM_THREADS once at process start (Ray sets it to num_cpus), and
         # vLLM-CPU's kernels check that it agrees with torch: so it must be set for the process.
         extra["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(res.torch_threads)}}
-    # A block goes to one actor task, whose output is one block, and a stage read back from one
-    # Parquet file (or built with ray.data.from_arrow) is one block: split into blocks of a batch, so
-    # that every actor of a pool gets work and a resumable stage writes a shard per batch.
-    ds = ds.repartition(target_num_rows_per_block=res.batch_size)
+    if res.max_actors > 1 or shards:
+        # A block goes to one actor task, whose output is one block, and a stage read back from one
+        # Parquet file (or built with ray.data.from_arrow) is one block: without splitting, every actor
+        # of the pool but one idles, and a stage's output is one shard.
+        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
     with warnings.catch_warnings():
         # Ray 2.60 names no parameter for actor restarts: map_batches takes them as remote args, which
         # it warns will go in Ray 2.64 (its pool's own defaults are set the same way).

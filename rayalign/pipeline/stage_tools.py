@@ -92,7 +92,7 @@ def sample_prompts(ctx: RunContext, prompts: ray.data.Dataset, out: Path, n: int
                             temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
                             trust_remote_code=cfg.model.trust_remote_code)
     prompts, resumed = remaining(prompts, out, ("prompt_id",), per_key=n)
-    ds = ctx.progress.counted(map_with_actors(prompts, VLLMSampler, kwargs, cfg.sample.resources),
+    ds = ctx.progress.counted(map_with_actors(prompts, VLLMSampler, kwargs, cfg.sample.resources, shards=True),
                               lambda: prompts.count() * n, "responses")
     rows, seconds = timed_write(ds, out, shards=True)
     table = read_table(out)

@@ -55,7 +55,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
         ds = map_with_actors(ds, SequenceLogprobs, {"models": {"ref_logprob": reference_model(ctx)},
                                                     "dtype": cfg.model.dtype,
                                                     "trust_remote_code": cfg.model.trust_remote_code},
-                             cfg.reference.resources)
+                             cfg.reference.resources, shards=True)
         ds = ctx.progress.counted(ds, lambda: parquet_rows(ctx.path(sample.STAGE)) - resumed, "responses")
     _, seconds = timed_write(ds, out, shards=True)
     return {**token_metrics(read_table(out), seconds), "resumed_rows": resumed}

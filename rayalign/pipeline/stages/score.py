@@ -23,7 +23,7 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     scorer, kwargs = scorer_for(ctx.cfg.score, reward_model.scoring_model(ctx), ctx.cfg.model.trust_remote_code)
     responses = ctx.path(reference.STAGE)
     todo, resumed = remaining(read_stage(responses), out, ("prompt_id", "sample_idx"))
-    ds = ctx.progress.counted(map_with_actors(todo, scorer, kwargs, ctx.cfg.score.resources),
+    ds = ctx.progress.counted(map_with_actors(todo, scorer, kwargs, ctx.cfg.score.resources, shards=True),
                               lambda: parquet_rows(responses) - resumed, "responses")
     rows, seconds = timed_write(ds, out, shards=True)
     rewards = read_table(out)["reward"]
