@@ -15,7 +15,6 @@ import yaml
 
 from rayalign.config import RunConfig
 from rayalign.kv_cache import check_kv_cache
-from rayalign.plots import reward_and_kl_by_round, save
 from rayalign.models import require_reward_model, resolve_model
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.graph import cache_keys, inputs, plan
@@ -24,6 +23,7 @@ from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stages import PIPELINE, select
 from rayalign.pipeline.store import StageStore, exclusive, writable_run_dir
 from rayalign.pipeline.summary import build_summary, write_summary
+from rayalign.plots import reward_and_kl_by_round, save
 from rayalign.progress import Progress
 from rayalign.redaction import install_log_redaction, redact_secrets
 from rayalign.tracking import Tracker

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "_manifest.json"
-PARTIAL = "_partial_of.json"  # in a resumable stage's partial directory: the cache key it is of
+PARTIAL = "_partial_of"  # in a resumable stage's partial directory: the cache key it is of
 LOCK = ".lock"
 
 
@@ -87,11 +87,11 @@ class StageStore:
         (a resumable stage goes on from its shards)."""
         partial = self.run_dir / f".{stage}.partial"
         marker = partial / PARTIAL
-        if resume_key is None or not (marker.is_file() and json.loads(marker.read_text()) == resume_key):
+        if resume_key is None or not (marker.is_file() and marker.read_text() == resume_key):
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             if resume_key is not None:
-                marker.write_text(json.dumps(resume_key))
+                marker.write_text(resume_key)
         yield partial
 
     def _restore(self, stage: str) -> None:
