@@ -9,10 +9,18 @@ from typing import Any
 from pydantic import BaseModel
 
 
+# Marks a field that changes how a stage runs, not what it produces: Field(..., json_schema_extra=RUN_ONLY).
+RUN_ONLY = {"cache_key": False}
+
+
 def settings(section: BaseModel) -> dict[str, Any]:
-    """A section's settings as they enter a cache key: its resources (actor pools, workers) are left
-    out, since they change how a stage runs, not what it produces."""
-    return section.model_dump(mode="json", exclude={"resources"})
+    """A section's settings as they enter a cache key: its resources (actor pools, workers) and its
+    RUN_ONLY fields are left out, since they change how a stage runs, not what it produces."""
+    return section.model_dump(mode="json", exclude=_run_only(section) | {"resources"})
+
+
+def _run_only(section: BaseModel) -> set[str]:
+    return {name for name, field in type(section).model_fields.items() if field.json_schema_extra == RUN_ONLY}
 
 
 def flatten(config: BaseModel) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rayalign.config.hashing import flatten
+from rayalign.config.hashing import RUN_ONLY, flatten
 from rayalign.redaction import REDACTED
 
 
@@ -231,7 +231,8 @@ class TrainerConfig(Section):
     )
     checkpoint_every_minutes: float = Field(
         15, ge=0, description="Also save a resumable checkpoint after the first step that ends this many minutes "
-        "after the last one (0: by steps only), so that a long stage loses at most that much work."
+        "after the last one (0: by steps only), so that a long stage loses at most that much work.",
+        json_schema_extra=RUN_ONLY,
     )
     keep_checkpoints: int = Field(2, ge=1, description="Resumable checkpoints kept (the newest N).")
     resources: TrainResources = Field(default_factory=TrainResources)
