@@ -4,8 +4,9 @@
         [--out benchmarks/results/methods_study.json] [--set KEY=VALUE ...]
 
 Every method starts from the default preset's SFT policy (SmolLM2-135M-Instruct) and is judged by
-the gold reward (VADER) on the same held-out prompts and draws. The offline methods also share
-their candidates: prompts, sample, reference and score run once, in ROOT/shared, and every
+the gold reward (VADER) on the same held-out prompts and draws, against the SFT policy's held-out
+responses (evaluate_sft), sampled once. The offline methods also share their candidates: prompts,
+evaluate_sft, sample, reference and score run once, in ROOT/shared, and every
 method × seed run directory links to those outputs (same settings, same cache keys), so the
 comparison isolates the method. A method's seed is that of its selection and training
 (select.seed, train.seed; ppo.seed for PPO). RS-DPO with 2 rounds links its round 1 from the
@@ -46,7 +47,7 @@ from rayalign.pipeline.stages import PIPELINE  # noqa: E402
 # The default preset, as `rayalign run default` runs it, with one held-out draw per prompt: the
 # study's 25 runs must fit about three hours of a 2-core machine.
 STUDY = ["evaluate.samples_per_prompt=1"]
-SHARED = ("prompts", "sample", "reference", "score")
+SHARED = ("prompts", "evaluate_sft", "sample", "reference", "score")
 # Method: (preset, overrides). "sft" trains nothing: its figures are the SFT side of the evaluations.
 METHODS: dict[str, tuple[str, list[str]]] = {
     "sft": ("default", []),
@@ -115,7 +116,7 @@ def run_method(name: str, seed: int, root: Path, extra: list[str], log) -> dict:
     cfg = method_config(name, seed, extra)
     run_dir = root / name / f"seed{seed}"
     if cfg.ppo.enabled:
-        link(root / "shared", run_dir, ("prompts",))
+        link(root / "shared", run_dir, ("prompts", "evaluate_sft"))  # reused where its settings match
     else:
         link(root / "shared", run_dir, SHARED)
         if cfg.rounds > 1:

@@ -74,6 +74,8 @@ def test_every_stage_writes_its_schema_and_row_counts(first_run):
     assert tables["sample"].num_rows == n_train * cfg.sample.k
     assert tables["reference"].num_rows == tables["score"].num_rows == n_train * cfg.sample.k
     assert tables["evaluate"].num_rows == n_heldout * cfg.evaluate.samples_per_prompt
+    # The SFT side of the evaluation is the evaluate_sft stage's responses, sampled once.
+    assert keyed(run_dir / "evaluate", "sft_response") == keyed(run_dir / "evaluate_sft", "response")
     sample = tables["sample"]
     assert all(0 < n <= cfg.sample.max_tokens for n in sample["num_tokens"].to_pylist())
     assert all(len(t) == n for t, n in zip(sample["response_token_ids"].to_pylist(),
@@ -371,7 +373,7 @@ def test_rerun_skips_complete_stages_and_recomputes_changed_ones(first_run, tiny
     summary = run_pipeline(changed, run_dir, log=logs.append, stages=UNTIL_TRAIN)
     after = manifests(run_dir)
     kept = [s for s in STAGES if s != "evaluate" and after[s]["completed_at"] == before[s]["completed_at"]]
-    assert kept == ["prompts", "sample", "reference", "score"]
+    assert kept == ["prompts", "evaluate_sft", "sample", "reference", "score"]
     pairs = read_table(run_dir / "select")
     assert set(pairs["strategy"].to_pylist()) == {"best_vs_worst"} and pairs.num_rows == summary["pairs"] > 0
     assert pairs.num_rows == len(set(pairs["prompt_id"].to_pylist()))  # one pair per prompt

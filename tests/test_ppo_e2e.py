@@ -35,7 +35,7 @@ def test_ppo_replaces_the_offline_path_and_is_evaluated(ppo_run):
     from transformers import AutoModelForCausalLM
 
     _, run_dir, summary = ppo_run
-    assert list(summary["stage_seconds"]) == ["prompts", "ppo", "evaluate"]
+    assert list(summary["stage_seconds"]) == ["prompts", "evaluate_sft", "ppo", "evaluate"]
     assert summary["aligned_model"] == str(run_dir / "ppo" / "model") and "pairs" not in summary
     AutoModelForCausalLM.from_pretrained(run_dir / "ppo" / "model")
     assert math.isfinite(summary["win_rate"]) and summary["kl"] is not None

@@ -131,8 +131,8 @@ def test_stage_keys_change_from_the_changed_stage_on():
 def test_chain_keys_follow_the_stage_graph():
     chain = load_config("rs_dpo_chain")
     base = stage_keys(chain)
-    assert list(base) == ["prompts", "sft", "label_sample", "label", "reward_model", "sample", "reference",
-                          "score", "select", "train", "evaluate"]
+    assert list(base) == ["prompts", "sft", "evaluate_sft", "label_sample", "label", "reward_model", "sample",
+                          "reference", "score", "select", "train", "evaluate"]
     # A new reward model rescores the same samples: sampling and the reference stay cached.
     rm = stage_keys(load_config("rs_dpo_chain", ["reward_model.learning_rate=3e-4"]))
     assert [s for s in base if base[s] != rm[s]] == ["reward_model", "score", "select", "train", "evaluate"]
@@ -144,10 +144,11 @@ def test_chain_keys_follow_the_stage_graph():
     assert "label" not in from_file and "label_sample" not in from_file
 
 
-def test_resources_do_not_invalidate_outputs():
+def test_resources_and_run_only_settings_do_not_invalidate_outputs():
     base = stage_keys(load_config("default"))
     scaled = stage_keys(load_config("default", ["sample.resources.max_actors=8", "train.resources.num_workers=4",
-                                                "reference.resources.batch_size=64"]))
+                                                "reference.resources.batch_size=64",
+                                                "train.checkpoint_every_minutes=5"]))
     assert base == scaled
 
 

@@ -42,6 +42,17 @@ PAIRS = pa.schema([
     ("strategy", pa.string()),
 ])
 
+# A policy's held-out samples scored by the gold reward (evaluate_sft).
+HELDOUT = pa.schema([
+    ("prompt_id", pa.string()),
+    ("prompt", pa.string()),
+    ("sample_idx", pa.int32()),
+    ("response", pa.string()),
+    ("num_tokens", pa.int32()),
+    ("finish_reason", pa.string()),
+    ("reward", pa.float64()),
+])
+
 EVALUATE = pa.schema([
     ("prompt_id", pa.string()),
     ("prompt", pa.string()),

@@ -1,5 +1,6 @@
-"""Sample the SFT and the aligned policy on held-out prompts, score both with the gold reward, and
-estimate KL(aligned ‖ reference) on the aligned policy's samples."""
+"""Sample a policy on held-out prompts and score its responses with the gold reward: the SFT policy
+once (heldout_samples), the aligned policy after every round (evaluate), which compares the two and
+estimates KL(aligned ‖ reference) on the aligned policy's samples."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from rayalign.progress import NO_PROGRESS, Progress
 def _policy_samples(prompts: pa.Table, model_path: str, cfg: RunConfig, logprobs: dict[str, str],
                     progress: Progress) -> pa.Table:
     ev = cfg.evaluate
-    # Both policies draw from one random stream: the comparison is paired, prompt by prompt.
+    # Every policy draws from one random stream: the comparison is paired, prompt by prompt.
     trust = cfg.model.trust_remote_code
     kwargs = sampler_kwargs(model_path, cfg.sample, cfg.model.dtype, n=ev.samples_per_prompt, seed=ev.seed,
                             stream="evaluate", temperature=ev.temperature, top_p=ev.top_p, trust_remote_code=trust)
@@ -46,10 +47,20 @@ def kl_samples(prompts: pa.Table, policy_path: str, ref_path: str, cfg: RunConfi
                            progress)
 
 
-def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str, cfg: RunConfig,
+def heldout_samples(prompts: pa.Table, policy_path: str, cfg: RunConfig,
+                    progress: Progress = NO_PROGRESS) -> pa.Table:
+    """The policy's evaluate.samples_per_prompt responses to each held-out prompt of `prompts` (a
+    prompts table), scored by the gold reward (schemas.HELDOUT), sorted by (prompt_id, sample_idx)."""
+    heldout = split_prompts(prompts, "heldout")
+    progress.phase(heldout.num_rows * cfg.evaluate.samples_per_prompt, "responses")
+    return _policy_samples(heldout, policy_path, cfg, {}, progress).select(schemas.HELDOUT.names)
+
+
+def evaluate(prompts: pa.Table, sft: pa.Table, aligned_path: str, ref_path: str, cfg: RunConfig,
              out: Path, progress: Progress = NO_PROGRESS) -> tuple[pa.Table, dict[str, float]]:
-    """The evaluate table (schemas.EVALUATE) written under `out`, and its summary metrics; both
-    policies' scored responses count on `progress`.
+    """The evaluate table (schemas.EVALUATE) written under `out`, and its summary metrics: the
+    aligned policy's held-out samples against the SFT policy's (`sft`, heldout_samples of the same
+    prompts and settings); its scored responses count on `progress`.
 
     The KL estimate E_{y∼π_θ}[log π_θ(y) − log π_ref(y)] needs samples from π_θ itself: at an
     evaluate.temperature or top_p other than 1 it is not computed (kl is null)."""
@@ -60,12 +71,13 @@ def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str,
                       "from the aligned policy itself, so no KL is reported; set both to 1 for a KL estimate",
                       stacklevel=2)
     heldout = split_prompts(prompts, "heldout")
-    progress.phase(2 * heldout.num_rows * ev.samples_per_prompt, "responses")
-    sft = _policy_samples(heldout, sft_path, cfg, {}, progress)
+    progress.phase(heldout.num_rows * ev.samples_per_prompt, "responses")
     aligned = (kl_samples(heldout, aligned_path, ref_path, cfg, progress) if with_kl
                else _policy_samples(heldout, aligned_path, cfg, {}, progress))
-    if sft.num_rows != aligned.num_rows:
-        raise RuntimeError(f"evaluation sampled {sft.num_rows} SFT but {aligned.num_rows} aligned responses")
+    sft = sft.sort_by([("prompt_id", "ascending"), ("sample_idx", "ascending")])
+    if _keys(sft) != _keys(aligned):
+        raise RuntimeError(f"evaluation sampled {aligned.num_rows} aligned responses that do not match the "
+                           f"{sft.num_rows} SFT ones (prompt_id, sample_idx): rerun the evaluate_sft stage")
     kl = (pc.subtract(aligned["policy_logprob"], aligned["ref_logprob"]) if with_kl
           else pa.nulls(aligned.num_rows, pa.float64()))
     table = pa.table({
@@ -86,3 +98,7 @@ def evaluate(prompts: pa.Table, sft_path: str, aligned_path: str, ref_path: str,
     if with_kl:
         metrics["kl"] = mean(table["kl"].to_pylist())
     return table, metrics
+
+
+def _keys(table: pa.Table) -> list[tuple[str, int]]:
+    return list(zip(table["prompt_id"].to_pylist(), table["sample_idx"].to_pylist()))

@@ -1,5 +1,6 @@
-"""evaluate: the SFT and the aligned policy on held-out prompts, judged by the gold reward (mean
-reward, win rate) with the aligned policy's KL to the reference (rayalign.evaluation)."""
+"""evaluate: the aligned policy on held-out prompts against the SFT policy's responses there
+(evaluate_sft), judged by the gold reward (mean reward, win rate), with the aligned policy's KL to
+the reference (rayalign.evaluation)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from rayalign.pipeline.context import RunContext
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
 from rayalign.pipeline.stage_tools import ALIGNED_MODEL_ID_TAG
-from rayalign.pipeline.stages import prompts, reference, sft
+from rayalign.pipeline.stages import evaluate_sft, prompts, reference
 from rayalign.plots import reward_histogram, save
 
 PLOT = "reward_distribution.png"
 
 
 def run(ctx: RunContext, out: Path) -> dict[str, float]:
-    table, metrics = evaluate(read_table(ctx.path(prompts.STAGE)), sft.policy(ctx), ctx.latest_policy(),
-                              reference.initial_reference(ctx), ctx.cfg, out, ctx.progress)
+    table, metrics = evaluate(read_table(ctx.path(prompts.STAGE)), read_table(ctx.path(evaluate_sft.STAGE)),
+                              ctx.latest_policy(), reference.initial_reference(ctx), ctx.cfg, out, ctx.progress)
     save(figure(ctx, out), out / PLOT)
     return {"rows": table.num_rows, **metrics}
 
@@ -52,7 +53,7 @@ STAGE = Stage(
     name="evaluate",
     run=run,
     active=lambda cfg: cfg.evaluate.enabled,
-    reads=(prompts.STAGE,),
+    reads=(prompts.STAGE, evaluate_sft.STAGE),
     starts_from_policy=True,  # the aligned policy
     per_round=True,  # the same held-out prompts and seeds after every round
     settings=lambda cfg: [settings(cfg.evaluate), settings(cfg.sample), settings(cfg.model)],
