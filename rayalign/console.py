@@ -4,7 +4,9 @@ forward to the driver, vLLM, DeepSpeed, MLflow, Python warnings — in the run d
 
 The redirection is of the process's file descriptors 1 and 2, not of sys.stdout: C++ code (Ray's
 raylet, vLLM's engine) and the processes the driver starts write to them directly, and inherit
-them.
+them. What goes through sys.stdout and sys.stderr (Python's prints, and every line Ray forwards
+from its workers) has its secrets redacted on the way (rayalign.redaction); bytes that C code
+writes to the descriptors do not pass through Python and are not.
 """
 
 from __future__ import annotations
@@ -60,6 +62,21 @@ class Console:
         self.showing = bool(line)
 
 
+class RedactingStream:
+    """A text stream that writes through to `stream` with secrets redacted (redact_secrets): the
+    driver prints what Ray's workers forward, which rayalign's log redaction never sees."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(redact_secrets(text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 @contextmanager
 def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
     """Within the block, library output goes to `log_file` (appended); yields the Console whose
@@ -67,8 +84,8 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
     redirected: library output stays on the console as well, and there is no live line (library
     output would tear it). An exception leaving the block is recorded in the log with its
     traceback and reaches the console as usual. After a block that succeeds, the process's output
-    keeps going to the log: what still comes (Ray forwarding a worker's last lines, its shutdown at
-    exit) is library output too, so call it last."""
+    keeps going to the log, redacted: what still comes (Ray forwarding a worker's last lines, its
+    shutdown at exit) is library output too, so call it last."""
     if verbose:
         yield Console(sys.stdout, live=False)
         return
@@ -78,7 +95,8 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
     saved = os.dup(1), os.dup(2)
     log = open(log_file, "ab", buffering=0)
     # The console is the original fd 1, unless sys.stdout is not fd 1 at all (a notebook, a test's capture).
-    stream = os.fdopen(os.dup(saved[0]), "w", buffering=1) if _writes_to_fd(sys.stdout, 1) else sys.stdout
+    owned = _writes_to_fd(sys.stdout, 1)
+    stream = os.fdopen(os.dup(saved[0]), "w", buffering=1) if owned else sys.stdout
     console = Console(stream, log)
     say = console.say
 
@@ -94,6 +112,8 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     warnings.showwarning = show_warning
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     try:
         yield console
     except BaseException:
@@ -101,6 +121,7 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
         log.write(redact_secrets(traceback.format_exc()).encode())
         sys.stdout.flush()
         sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)  # the error reaches the console
         os.dup2(saved[1], 2)
         raise
@@ -108,7 +129,7 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Console]:
         warnings.showwarning = library_warning
         for fd in saved:
             os.close(fd)
-        if stream is not sys.stdout:
+        if owned:
             stream.close()
         log.close()  # fds 1 and 2, after a success, still point at the log file
 

@@ -118,6 +118,44 @@ def test_a_bug_s_traceback_is_redacted_on_the_console_and_in_run_log(monkeypatch
         assert "pw-123456" not in shown and "tok-1234567890" not in shown
 
 
+FORWARDING = """
+import os, sys, time
+from pathlib import Path
+import ray
+from rayalign.console import quiet_console
+
+log = Path(sys.argv[1])
+with quiet_console(log):
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+
+    @ray.remote
+    def leak():
+        print("worker token", os.environ["HF_TOKEN"])
+        print("worker store https://user:pw-123456@mlflow/x", file=sys.stderr)
+
+    ray.get(leak.remote())
+    deadline = time.time() + 30  # Ray forwards a worker's lines to the driver within a second or so
+    while "worker store" not in log.read_text() and time.time() < deadline:
+        time.sleep(0.5)
+    print("driver token", os.environ["HF_TOKEN"])
+    ray.shutdown()
+print("late token", os.environ["HF_TOKEN"])
+"""
+
+
+def test_what_ray_workers_forward_reaches_run_log_redacted(tmp_path):
+    log = tmp_path / "run.log"
+    env = {**os.environ, "HF_TOKEN": "hf_forwarded_secret_1234", "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", FORWARDING, str(log)], env=env, capture_output=True, text=True,
+                          timeout=180)
+    text = log.read_text()
+    assert done.returncode == 0, done.stderr + text
+    for line in ("worker token ***", "worker store https://***@mlflow/x", "driver token ***", "late token ***"):
+        assert line in text, (line, text)
+    assert "hf_forwarded_secret_1234" not in text + done.stdout + done.stderr and "pw-123456" not in text
+
+
 def test_a_recorded_config_with_redacted_credentials_is_refused():
     with pytest.raises(ConfigError, match=r"tracking.uri='https://\*\*\*@mlflow:5000' holds credentials that rayalign "
                                           r"redacted.*MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
