@@ -28,14 +28,11 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak_memory import sample, tree  # noqa: E402
+from peak_memory import PeakMemory  # noqa: E402
 from record_run import machine, versions  # noqa: E402
 
 from rayalign.config import fingerprint, load_config  # noqa: E402
@@ -62,29 +59,6 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "ppo": ("ppo", []),
 }
 FIGURES = ("aligned_reward", "win_rate", "kl", "pairs", "seconds", "peak_pss_gib")
-
-
-class PeakMemory:
-    """The peak PSS of this process's tree (the driver, the local Ray it started, every worker and
-    vLLM engine), sampled every `interval` seconds while in a `with` block."""
-
-    def __init__(self, interval: float = 2.0):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        root = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, sample(tree(root))[1])
-            self._stop.wait(self.interval)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def method_config(name: str, seed: int, extra: list[str]):

@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -41,6 +42,32 @@ def sample(processes: list[psutil.Process]) -> tuple[int, int, list[tuple[int, s
         rss, pss = rss + info.rss, pss + info.pss
         each.append((info.pss, name))
     return rss, pss, each
+
+
+class PeakMemory:
+    """The peak PSS of a process's tree (default this one: the driver, the local Ray it started,
+    every worker and vLLM engine), sampled every `interval` seconds while in a `with` block."""
+
+    def __init__(self, interval: float = 2.0, pid: int | None = None):
+        self.interval, self.pid, self.peak, self._stop = interval, pid, 0, threading.Event()
+        self.largest: list[tuple[int, str]] = []  # the tree's largest processes at the peak, (PSS, name)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        root = psutil.Process(self.pid)
+        while not self._stop.is_set():
+            _, pss, each = sample(tree(root))
+            if pss > self.peak:
+                self.peak, self.largest = pss, sorted(each, reverse=True)[:4]
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def main() -> int:

@@ -43,6 +43,18 @@ def versions() -> dict:
     return out
 
 
+def write_result(out: Path, figures: dict, shown: tuple[str, ...]) -> None:
+    """Write a benchmark's figures to `out` as JSON after the command, machine and versions that
+    produced them, and print the `shown` figures."""
+    import sys
+
+    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+              "versions": versions(), **figures}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in shown}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")

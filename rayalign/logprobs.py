@@ -23,13 +23,19 @@ def pad_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
     return input_ids, attention_mask, response_mask
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_entropy: bool = False):
-    """log π(x_{j+1} | x_≤j) at every position j, shape [B, L − 1]; differentiable. Position j holds
-    the log-prob of token j + 1, so a response's tokens sit where response_mask[:, 1:] is true.
-    With `with_entropy`, also the entropy of π(· | x_≤j) at every position (not differentiated)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_entropy: bool = False,
+                   start: int = 1):
+    """log π(x_{j} | x_<j) of tokens j = start .. L − 1, shape [B, L − start]; differentiable. With the
+    default start = 1, position j holds the log-prob of token j + 1, so a response's tokens sit where
+    response_mask[:, 1:] is true. The LM head runs on the positions that predict those tokens only
+    (transformers' logits_to_keep), so a later `start` saves its compute and its logits' memory.
+    With `with_entropy`, also the entropy of π(· | x_<j) at each of them (not differentiated)."""
+    if not 1 <= start < input_ids.shape[1]:
+        raise ValueError(f"start must be in [1, {input_ids.shape[1] - 1}], got {start}")
+    keep = input_ids.shape[1] - start + 1  # positions start − 1 .. L − 1; the last predicts nothing
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits[:, :-1].float()
     log_z = torch.logsumexp(logits, -1)
-    logprobs = torch.gather(logits, -1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1) - log_z
+    logprobs = torch.gather(logits, -1, input_ids[:, start:].unsqueeze(-1)).squeeze(-1) - log_z
     if not with_entropy:
         return logprobs
     with torch.no_grad():
@@ -39,8 +45,12 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       response_mask: torch.Tensor) -> torch.Tensor:
-    """Σ log π(y_t | x, y_<t) over response positions, shape [B]; differentiable."""
-    return (token_logprobs(model, input_ids, attention_mask) * response_mask[:, 1:]).sum(-1)
+    """Σ log π(y_t | x, y_<t) over response positions, shape [B]; differentiable. Logits are made
+    from the batch's earliest response token on: the prompts' would be discarded (on the default
+    task they are about two thirds of the positions, and the LM head a fifth of the model)."""
+    scored = response_mask[:, 1:].any(0).nonzero()
+    start = int(scored[0]) + 1 if len(scored) else 1
+    return (token_logprobs(model, input_ids, attention_mask, start=start) * response_mask[:, start:]).sum(-1)
 
 
 def group_by_prompt(prompts: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:

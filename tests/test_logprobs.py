@@ -94,3 +94,22 @@ def test_sequence_logprobs_actor_scores_every_model_alike(tiny_model, tiny_qwen2
             expected = sequence_logprobs(load(path), *pad_batch(prompts, responses, pad_id=0))
         for got, want, response in zip(out.column(column).to_pylist(), expected.tolist(), responses):
             assert abs(got - want) < 1e-4 * len(response)
+
+
+def test_the_lm_head_runs_from_the_earliest_response_token_only(tiny_model):
+    model = load(tiny_model)
+    kept = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        kept.append(kwargs.get("logits_to_keep"))
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    prompts, responses = [[1, 20, 30, 31, 32], [1, 40, 41]], [[50, 60], [70, 80, 90, 2]]
+    with torch.no_grad():
+        sums = sequence_logprobs(model, *pad_batch(prompts, responses, pad_id=0))
+    # Width 7; the earliest response token sits at position 3 (the second row's), so positions 2..6 are kept.
+    assert kept == [5] and sums.shape == (2,)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        assert abs(sums[i].item() - per_sequence_sum(model, p, r)) < 1e-4

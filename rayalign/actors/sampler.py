@@ -18,6 +18,31 @@ if TYPE_CHECKING:
     import torch
 
 
+def engine_kwargs(model_path: str, seed: int, max_model_len: int, dtype: str, kv_cache_gib: int,
+                  gpu_memory_utilization: float, enforce_eager: bool, trust_remote_code: bool = False) -> dict:
+    """The keyword arguments of rayalign's vllm.LLM, after setting the environment the engine reads
+    as it starts (benchmarks/sampling_vs_vllm.py starts a bare engine with the same)."""
+    # In-process engine: the multiprocess mode starts ~10x slower and nests badly in a Ray actor.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # Without nobind, vLLM-CPU pins every thread to one core.
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+    # vLLM's per-engine INFO lines drown the pipeline's progress; VLLM_LOGGING_LEVEL=INFO restores them.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    import torch
+
+    engine_args = {}
+    if not torch.cuda.is_available():
+        # A discarded chunked-prefill step rewinds the request's seeded generator, which CPU
+        # generators cannot do ("CPU Generator does not use offset"): schedule whole prompts.
+        engine_args = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(8192, max_model_len)}
+    # Weights as data (vLLM's "auto" falls back to pickled .bin files), and no code from the checkpoint
+    # unless model.trust_remote_code says so.
+    return dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
+                gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                load_format="safetensors", trust_remote_code=trust_remote_code, **engine_args)
+
+
 class VLLMSampler:
     """Callable class for map_batches: prompt rows in, one row per sampled response out."""
 
@@ -26,29 +51,13 @@ class VLLMSampler:
                  enforce_eager: bool, torch_threads: int | None = None, trust_remote_code: bool = False):
         set_torch_threads(torch_threads)
         require_safetensors(model_path)  # before the engine starts: a clear error in seconds
-        # In-process engine: the multiprocess mode starts ~10x slower and nests badly in a Ray actor.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        # Without nobind, vLLM-CPU pins every thread to one core.
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        # vLLM's per-engine INFO lines drown the pipeline's progress; VLLM_LOGGING_LEVEL=INFO restores them.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        import torch
         from vllm import LLM, SamplingParams
 
-        engine_args = {}
-        if not torch.cuda.is_available():
-            # A discarded chunked-prefill step rewinds the request's seeded generator, which CPU
-            # generators cannot do ("CPU Generator does not use offset"): schedule whole prompts.
-            engine_args = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(8192, max_model_len)}
         self._params = SamplingParams
         self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens
         self.seed, self.stream = seed, stream
-        # Weights as data (vLLM's "auto" falls back to pickled .bin files), and no code from the checkpoint
-        # unless model.trust_remote_code says so.
-        self.llm = LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                       gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                       load_format="safetensors", trust_remote_code=trust_remote_code, **engine_args)
+        self.llm = LLM(**engine_kwargs(model_path, seed, max_model_len, dtype, kv_cache_gib, gpu_memory_utilization,
+                                       enforce_eager, trust_remote_code))
         self.tokenizer = self.llm.get_tokenizer()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:

@@ -1,0 +1,89 @@
+"""Peak memory and speed of one DPO training step's forward and backward (the train stage's
+sequence_logprobs over chosen and rejected in one batch), with the LM head over every position
+(as before) against over the response positions only (logits_to_keep), each in a fresh process.
+
+    python benchmarks/dpo_step_memory.py --out benchmarks/results/dpo_step_memory.json
+        [--pairs 8] [--steps 3] [--threads 2]
+
+The model is SmolLM2-135M's shape with random weights, fp32 on CPU, with AdamW; a micro-batch of
+`pairs` pairs (2·pairs rows) of ~80-token prompts (the default task's chat-templated prompts) and
+40-token responses. "step_peak_gib" is the peak RSS during the steps above the RSS before them
+(activations, logits, gradients and, from the first step on, Adam's state); "ratio" is the old
+variant's step peak over the new one's, "speedup" the old step time over the new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record_run import write_result  # noqa: E402
+from reference_shared_prompt import smollm2_shaped_model  # noqa: E402
+
+VARIANTS = ("all_positions", "response_positions")
+
+
+def one_variant(variant: str, pairs: int, steps: int, threads: int) -> dict:
+    import psutil
+    import torch
+
+    from rayalign.logprobs import pad_batch, sequence_logprobs, token_logprobs
+
+    torch.set_num_threads(threads)
+    model = smollm2_shaped_model().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, 49152, (76 + 2 * (i % 5),), generator=g).tolist() for i in range(pairs)]
+    responses = [torch.randint(1, 49152, (40 - i % 7,), generator=g).tolist() for i in range(2 * pairs)]
+    ids, attention, mask = pad_batch(prompts + prompts, responses, pad_id=0)
+    before = psutil.Process().memory_info().rss
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        if variant == "all_positions":
+            logps = (token_logprobs(model, ids, attention) * mask[:, 1:]).sum(-1)
+        else:
+            logps = sequence_logprobs(model, ids, attention, mask)
+        logps.mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {"step_peak_gib": (peak - before) / 2**30, "process_peak_gib": peak / 2**30,
+            "step_seconds": seconds, "tokens": int(attention.sum())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dpo_step_memory.json"))
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(one_variant(args.variant, args.pairs, args.steps, args.threads)))
+        return 0
+    results = {}
+    for variant in VARIANTS:
+        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--pairs", str(args.pairs),
+                              "--steps", str(args.steps), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True).stdout
+        results[variant] = json.loads(out.splitlines()[-1])
+    old, new = results["all_positions"], results["response_positions"]
+    # The first step allocates Adam's state; the steps after it are the steady ones.
+    pace = {k: min(v["step_seconds"][1:] or v["step_seconds"]) for k, v in results.items()}
+    write_result(args.out, {"pairs": args.pairs, "threads": args.threads, **results,
+                            "ratio": old["step_peak_gib"] / new["step_peak_gib"],
+                            "speedup": pace["all_positions"] / pace["response_positions"]}, ("ratio", "speedup"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
