@@ -420,9 +420,21 @@ def test_the_package_reads_no_pickle_and_loads_checkpoints_in_one_place():
                 found.append(f"{line} {owner}.{name}")
             if name == "read_pickle" or literal.get("allow_pickle") is True:
                 found.append(f"{line} unpickling")
-            if name == "LLM" and (literal.get("load_format") != "safetensors" or "trust_remote_code" not in kw):
+            if name == "LLM" and not _engine_kwargs_call(kw.get(None)) and (
+                    literal.get("load_format") != "safetensors" or "trust_remote_code" not in kw):
                 found.append(f"{line} LLM without load_format='safetensors' and trust_remote_code")
     assert found == []
+    # What LLM(**engine_kwargs(...)) gets: the one place that builds rayalign's engine settings.
+    sampler = ast.parse((REPO / "rayalign" / "actors" / "sampler.py").read_text())
+    [builder] = [f for f in ast.walk(sampler) if isinstance(f, ast.FunctionDef) and f.name == "engine_kwargs"]
+    [returned] = [r.value for r in ast.walk(builder) if isinstance(r, ast.Return)]
+    keywords = {k.arg: k.value for k in returned.keywords}
+    assert getattr(keywords.get("load_format"), "value", None) == "safetensors" and "trust_remote_code" in keywords
+    assert getattr(keywords["trust_remote_code"], "id", None) == "trust_remote_code"  # the caller's, not a constant
+
+
+def _engine_kwargs_call(node) -> bool:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", "") == "engine_kwargs"
 
 
 # --- local services on 127.0.0.1: Ray with token auth, the Jobs client authenticates, the MLflow UI; job env
