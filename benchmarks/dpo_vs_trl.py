@@ -4,7 +4,7 @@ computed before training on both sides, one after the other in one process tree.
 
     pip install --no-deps -r benchmarks/requirements.txt   # TRL, pinned beside requirements-cpu.lock
     python benchmarks/dpo_vs_trl.py --out benchmarks/results/dpo_vs_trl.json
-        [--candidates runs/methods_study/shared] [--root runs/dpo_vs_trl] [--set KEY=VALUE ...]
+        [--candidates runs/methods_study/shared] [--root runs/dpo_vs_trl] [--trl-default] [--set KEY=VALUE ...]
 
 The pairs are the default preset's select stage (RS-DPO over its scored candidates; --candidates
 links the prompts, sample, reference and score stages of a run directory that has them, e.g. the
@@ -15,8 +15,9 @@ driver, the local Ray and its worker) is sampled for peak PSS; the largest proce
 reported too (rayalign's training worker). Tokens are each side's non-padding prompt and response
 tokens of chosen and rejected (TRL tokenizes the texts and appends EOS, so its count differs a
 little). Steady-state tokens/s leave the first optimizer step out (one-time allocation and
-warm-up). TRL runs twice: as configured like rayalign (gradient checkpointing off) and with TRL's
-own default (gradient checkpointing on: less memory, more compute). "ratio" is rayalign's
+warm-up). TRL runs configured like rayalign (gradient checkpointing off) and, with
+--trl-default, also with TRL's own default (gradient checkpointing on: less memory, more
+compute). "ratio" is rayalign's
 steady-state tokens/s over TRL's like-configured run's; "mfu" each side's 6·params·tokens/s over
 the matmul rate measured in the same run (benchmarks/ceiling.py).
 """
@@ -145,6 +146,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dpo_vs_trl.json"))
     parser.add_argument("--candidates", type=Path, help="a run directory holding the upstream stages to link")
     parser.add_argument("--root", type=Path, default=Path("runs/dpo_vs_trl"))
+    parser.add_argument("--trl-default", action="store_true", help="also run TRL with its default settings")
     parser.add_argument("--set", dest="extra", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--side", choices=["rayalign", "trl", "trl_default"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,7 +162,7 @@ def main() -> int:
         link(args.candidates, run_dir, UPSTREAM)
     run_pipeline(cfg, run_dir, log=print, stages=stages(*UPSTREAM, "select"))
     machine_ceiling = ceiling(cfg.model.policy, cfg.train.resources.torch_threads)
-    sides = {side: measured(side, args) for side in ("rayalign", "trl", "trl_default")}
+    sides = {side: measured(side, args) for side in ("rayalign", "trl", "trl_default")[:3 if args.trl_default else 2]}
     result = {
         "overrides": args.extra, "pairs": read_table(run_dir / "select").num_rows,
         "settings": {"micro_batch_size": cfg.train.micro_batch_size, "learning_rate": cfg.train.learning_rate,
