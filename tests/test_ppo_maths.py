@@ -93,7 +93,9 @@ def test_token_entropy_of_known_distributions():
     from rayalign.logprobs import token_logprobs
 
     logits = torch.tensor([[[0.0, math.log(3)], [5.0, 5.0], [0.0, 0.0]]])
-    model = lambda input_ids, attention_mask: SimpleNamespace(logits=logits)  # noqa: E731
+    # Like transformers' causal LMs, it returns the logits of the last `logits_to_keep` positions.
+    model = lambda input_ids, attention_mask, logits_to_keep: SimpleNamespace(  # noqa: E731
+        logits=logits[:, -logits_to_keep:])
     logprobs, entropy = token_logprobs(model, torch.tensor([[0, 1, 0]]), torch.ones(1, 3), with_entropy=True)
     torch.testing.assert_close(entropy, torch.tensor([[0.25 * math.log(4) + 0.75 * math.log(4 / 3), math.log(2)]]))
     torch.testing.assert_close(logprobs, torch.tensor([[math.log(0.75), math.log(0.5)]]))
