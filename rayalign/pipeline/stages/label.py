@@ -13,7 +13,7 @@ from rayalign.actors.runtime import map_with_actors
 from rayalign.annotator import LABELS, label_group
 from rayalign.config import settings
 from rayalign.data.parquet import parquet_rows, read_table
-from rayalign.data.ray_io import read_stage
+from rayalign.data.ray_io import grouped, read_stage
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
@@ -28,8 +28,8 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
     responses = ctx.path(label_sample.STAGE)
     scored = map_with_actors(read_stage(responses), GOLD_REWARDS[cfg.gold_reward], {}, ctx.cfg.score.resources)
     scored = ctx.progress.counted(scored, lambda: parquet_rows(responses), "responses")
-    ds = scored.groupby("prompt_id").map_groups(label_group, fn_kwargs={"cfg": cfg, "splits": splits},
-                                                batch_format="pyarrow")
+    ds = grouped(scored, "prompt_id").map_groups(label_group, fn_kwargs={"cfg": cfg, "splits": splits},
+                                                 batch_format="pyarrow")
     rows, seconds = timed_write(ds, out)
     if rows == 0:
         raise StageError("label produced no pairs: every prompt's samples were identical; raise label.k or "

@@ -14,7 +14,7 @@ from rayalign.actors.runtime import map_with_actors
 from rayalign.config import RunConfig, settings
 from rayalign.data import schemas
 from rayalign.data.parquet import parquet_rows, read_table
-from rayalign.data.ray_io import read_stage, write
+from rayalign.data.ray_io import grouped, read_stage, write
 from rayalign.pipeline.context import RunContext, StageError
 from rayalign.pipeline.resources import actor_bundles
 from rayalign.pipeline.stage import Stage
@@ -39,8 +39,8 @@ def run(ctx: RunContext, out: Path) -> dict[str, float]:
             "trust_remote_code": ctx.cfg.model.trust_remote_code},
             ctx.cfg.score.resources), lambda: parquet_rows(ctx.path(score.STAGE)), "responses")
     start = time.perf_counter()
-    selection = scored.groupby("prompt_id").map_groups(selection_table, fn_kwargs={"cfg": cfg},
-                                                       batch_format="pyarrow").materialize()
+    selection = grouped(scored, "prompt_id").map_groups(selection_table, fn_kwargs={"cfg": cfg},
+                                                        batch_format="pyarrow").materialize()
     rows = write(selection.map_batches(explode_pairs, batch_format="pyarrow"), out)
     seconds = time.perf_counter() - start
     (out / "stats").mkdir()
