@@ -4,6 +4,8 @@ import pyarrow as pa
 
 
 def test_grouped_hands_each_group_over_whole_and_in_key_order(ray_local):
+    from ray.data.context import DataContext, ShuffleStrategy
+
     from rayalign.data.ray_io import grouped, to_table
 
     # Three blocks, each prompt's rows spread over all of them, keys out of order.
@@ -17,4 +19,5 @@ def test_grouped_hands_each_group_over_whole_and_in_key_order(ray_local):
     # Hash partitions would hand the groups over in partition order; the sort in key order.
     assert out.to_pylist() == [{"prompt_id": "a", "rows": 6}, {"prompt_id": "b", "rows": 3},
                                {"prompt_id": "c", "rows": 3}]
-    assert ray_local.data.DataContext.get_current().shuffle_strategy != "sort_shuffle_pull_based"  # ds's own
+    # Set on ds's own context only: other datasets keep Ray's default.
+    assert DataContext.get_current().shuffle_strategy != ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
