@@ -78,6 +78,21 @@ def test_the_board_counts_a_dataset_as_it_flows(ray_local):
     assert Progress().counted(ds, 40, "responses") is ds  # no board: the dataset as it was
 
 
+def read_all(primary: int) -> str:
+    """What a terminal was sent: one read of a pty returns only what has crossed it so far."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # EIO once the other side is closed and drained (Linux)
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    return b"".join(chunks).decode()
+
+
 def test_the_console_redraws_its_live_line_on_a_terminal_only():
     primary, secondary = os.openpty()
     with os.fdopen(secondary, "w") as tty:
@@ -86,8 +101,7 @@ def test_the_console_redraws_its_live_line_on_a_terminal_only():
         console.status("[1/2] sample: 8/8")
         console.say("[1/2] sample: done")
         console.say("[2/2] train: running")  # no live line to clear
-    shown = os.read(primary, 4096).decode()
-    os.close(primary)
+    shown = read_all(primary)
     assert shown == ("\r\x1b[2K[1/2] sample: 3/8\r\x1b[2K[1/2] sample: 8/8\r\x1b[2K[1/2] sample: done\r\n"
                      "[2/2] train: running\r\n")  # the terminal turns \n into \r\n
     piped = io.StringIO()
