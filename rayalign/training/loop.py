@@ -222,10 +222,22 @@ def setup_worker(loop_config: dict, cfg: TrainerConfig) -> tuple[int, int, torch
     return ctx.get_world_rank(), ctx.get_world_size(), device
 
 
+def skip_shm_comm_build() -> None:
+    """Keep DeepSpeed's CPU communication backend from JIT-compiling its shared-memory all-reduce op.
+    Only tensor-parallel inference (`inference_all_reduce`) uses it, never training; the compile takes
+    55-80 s on 2 cores, and torch's extension cache recompiled it whenever processes' build commands
+    differed (six times in one day here). DeepSpeed keeps one compatibility table, edits included."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig, world: int):
     """A DeepSpeed engine for `model` with cfg's optimiser, ZeRO stage, precision, clipping and warm-up."""
     import deepspeed
 
+    if not cfg.resources.use_gpu:
+        skip_shm_comm_build()
     warmup = functools.partial(warmup_factor, warmup_steps=cfg.warmup_steps)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                       lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup),
