@@ -36,6 +36,9 @@ def chain_overrides(model: str, prompts: str, sft: str) -> list[str]:
         "reward_model.resources.torch_threads=1",
         # Evaluation is the default pipeline's (tests/test_pipeline_e2e.py); the chain ends with training.
         "evaluate.enabled=false",
+        # The preset's own setting (the SFT policy samples and is the reference): the reference
+        # forward, which the other end-to-end runs compare with vLLM, costs an actor start here.
+        "reference.reuse_sampler_logprobs=true",
     ]
 
 
