@@ -43,6 +43,17 @@ def versions() -> dict:
     return out
 
 
+def preset_arguments(doc: str, name: str) -> argparse.Namespace:
+    """The command line of a benchmark that runs a preset: --out (benchmarks/results/NAME.json),
+    --preset, --set KEY=VALUE ... (its overrides) and --root (runs/NAME)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}.json"))
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--set", dest="extra", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--root", type=Path, default=Path(f"runs/{name}"))
+    return parser.parse_args()
+
+
 def write_result(out: Path, figures: dict, shown: tuple[str, ...]) -> None:
     """Write a benchmark's figures to `out` as JSON after the command, machine and versions that
     produced them, and print the `shown` figures."""

@@ -19,7 +19,6 @@ side's steady-state 2·params·tokens/s over the matmul rate measured in the sam
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ceiling import ceiling, mfu  # noqa: E402
-from record_run import write_result  # noqa: E402
+from record_run import preset_arguments, write_result  # noqa: E402
 
 from rayalign.actors.sampler import engine_kwargs  # noqa: E402
 from rayalign.config import load_config  # noqa: E402
@@ -72,12 +71,7 @@ def bare_run(cfg, prompts_dir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sampling_vs_vllm.json"))
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--set", dest="extra", nargs="+", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--root", type=Path, default=Path("runs/sampling_vs_vllm"))
-    args = parser.parse_args()
+    args = preset_arguments(__doc__, "sampling_vs_vllm")
     overrides = ["evaluate.enabled=false", *args.extra]
     cfg = load_config(args.preset, overrides)
     machine_ceiling = ceiling(cfg.model.policy, cfg.sample.resources.torch_threads)
