@@ -50,9 +50,12 @@ print("RESULT " + json.dumps(run))
 def measure(preset: str, overrides: list[str], env: dict, prompts_dir: Path, threads: int | None) -> dict:
     """One setting's bare-engine run in a fresh process: its figures, or its error."""
     child_env = {**os.environ, "OMP_NUM_THREADS": str(threads or os.cpu_count()), **env}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(Path(__file__).resolve().parent), preset,
-                           json.dumps(overrides), str(prompts_dir)], env=child_env, capture_output=True, text=True,
-                          timeout=1800)
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD, str(Path(__file__).resolve().parent), preset,
+                               json.dumps(overrides), str(prompts_dir)], env=child_env, capture_output=True,
+                              text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"error": ["no result in 1800 s"]}
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
