@@ -53,6 +53,63 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     return (token_logprobs(model, input_ids, attention_mask, start=start) * response_mask[:, start:]).sum(-1)
 
 
+def pack_pairs(prompts: Sequence[Sequence[int]], chosen: Sequence[Sequence[int]],
+               rejected: Sequence[Sequence[int]], pad_id: int):
+    """One right-padded row per pair, prompt + chosen + rejected: input_ids [N, W], position_ids
+    [N, W] (the rejected response restarts where the prompt ends, as if it followed the prompt
+    alone), attention [N, W, W] (query i may attend key j: causal, j a token of the row, and no
+    rejected token sees a chosen one; a padding slot also sees itself), and the segment of each slot [N, W] (0 prompt, 1 chosen,
+    2 rejected, 3 padding). Each response token then has the context it has in its own sequence."""
+    if not len(prompts) == len(chosen) == len(rejected):
+        raise ValueError(f"{len(prompts)} prompts, {len(chosen)} chosen and {len(rejected)} rejected responses")
+    if any(not p for p in prompts):
+        raise ValueError("an empty prompt: the first response token needs a position to be predicted from")
+    width = max(len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected))
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    segment = torch.full((len(prompts), width), 3, dtype=torch.long)
+    for i, (p, c, r) in enumerate(zip(prompts, chosen, rejected)):
+        n = len(p) + len(c) + len(r)
+        input_ids[i, :n] = torch.tensor([*p, *c, *r], dtype=torch.long)
+        position_ids[i, :n] = torch.cat([torch.arange(len(p) + len(c)), torch.arange(len(p), len(p) + len(r))])
+        segment[i, :n] = torch.tensor([0] * len(p) + [1] * len(c) + [2] * len(r))
+    query, key = segment.unsqueeze(2), segment.unsqueeze(1)
+    attention = torch.ones(width, width, dtype=torch.bool).tril() & (key < 3) & ~((query == 2) & (key == 1))
+    attention |= torch.eye(width, dtype=torch.bool)  # a padding slot sees itself: no row without a key
+    return input_ids, position_ids, attention, segment
+
+
+def pair_logprobs(model, prompts: Sequence[Sequence[int]], chosen: Sequence[Sequence[int]],
+                  rejected: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ log π(y | x) of each pair's chosen and of its rejected response, two tensors of shape [N];
+    differentiable. One forward over pack_pairs' rows runs each prompt once instead of once per
+    response: the numbers of sequence_logprobs over two prompt+response rows per pair, up to float
+    rounding. The attention mask goes to the model as an additive 4D mask, which transformers' eager
+    and SDPA attention take as it is (flash-attention kernels take none)."""
+    ids, positions, attention, segment = (t.to(device) for t in pack_pairs(prompts, chosen, rejected, pad_id))
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(attention.shape, dtype=dtype, device=device).masked_fill_(~attention, torch.finfo(dtype).min)
+    # Slot j's logits predict slot j + 1, except the prompt's last, which predicts both responses'
+    # first tokens; every scored prediction comes from the earliest prompt end on.
+    prompt_len = (segment == 0).sum(-1)
+    first = int(prompt_len.min()) - 1
+    logits = model(input_ids=ids, attention_mask=mask.unsqueeze(1), position_ids=positions,
+                   logits_to_keep=ids.shape[1] - first).logits.float()
+    log_z = torch.logsumexp(logits, -1)
+    rows = torch.arange(len(ids), device=device).unsqueeze(1)
+    slots = torch.arange(1, ids.shape[1], device=device).expand(len(ids), -1)
+    targets = ids[:, 1:]
+    sums = []
+    for part in (1, 2):
+        scored = segment[:, 1:] == part
+        opening = scored & (segment[:, :-1] != part)  # a response's first token: predicted at the prompt's end
+        source = torch.where(opening, prompt_len.unsqueeze(1), slots) - 1 - first
+        source = source.clamp(min=0)  # unscored slots before `first` point anywhere kept
+        token = logits[rows, source, targets] - log_z[rows, source]
+        sums.append((token * scored).sum(-1))
+    return sums[0], sums[1]
+
+
 def group_by_prompt(prompts: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
     """The distinct prompts in order of first appearance, and each row's index into them."""
     index: dict[tuple[int, ...], int] = {}

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from rayalign.logprobs import (group_by_prompt, pad_batch, sequence_logprobs, shared_prompt_logprobs,
-                               shared_prompt_token_logprobs, token_logprobs)
+from rayalign.logprobs import (group_by_prompt, pack_pairs, pad_batch, pair_logprobs, sequence_logprobs,
+                               shared_prompt_logprobs, shared_prompt_token_logprobs, token_logprobs)
 
 
 def load(path):
@@ -113,3 +113,47 @@ def test_the_lm_head_runs_from_the_earliest_response_token_only(tiny_model):
     assert kept == [5] and sums.shape == (2,)
     for i, (p, r) in enumerate(zip(prompts, responses)):
         assert abs(sums[i].item() - per_sequence_sum(model, p, r)) < 1e-4
+
+
+def test_pack_pairs_lays_out_prompt_chosen_rejected_with_the_rejected_blind_to_the_chosen():
+    ids, positions, attention, segment = pack_pairs([[5, 6], [7]], [[8], [9, 10]], [[11, 12], []], pad_id=0)
+    assert ids.tolist() == [[5, 6, 8, 11, 12], [7, 9, 10, 0, 0]]
+    assert positions.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 0, 0]]
+    assert segment.tolist() == [[0, 0, 1, 2, 2], [0, 1, 1, 3, 3]]
+    assert attention[0].int().tolist() == [[1, 0, 0, 0, 0],
+                                           [1, 1, 0, 0, 0],
+                                           [1, 1, 1, 0, 0],
+                                           [1, 1, 0, 1, 0],
+                                           [1, 1, 0, 1, 1]]
+    assert attention[1].int().tolist() == [[1, 0, 0, 0, 0],
+                                           [1, 1, 0, 0, 0],
+                                           [1, 1, 1, 0, 0],
+                                           [1, 1, 1, 1, 0],
+                                           [1, 1, 1, 0, 1]]
+    with pytest.raises(ValueError, match="empty prompt"):
+        pack_pairs([[]], [[1]], [[2]], pad_id=0)
+
+
+@pytest.mark.parametrize("arch", ["tiny_model", "tiny_qwen2", "tiny_gpt2"])
+def test_pair_logprobs_and_their_gradients_equal_two_padded_sequences_per_pair(arch, request):
+    model = load(request.getfixturevalue(arch))
+    prompts, responses = interleaved_batch(seed=2, vocab=model.config.vocab_size, k=4)
+    prompts, chosen, rejected = prompts[::2], responses[::2], responses[1::2]
+    chosen[1], rejected[2] = [], []  # an empty response on either side
+    # Rejected tokens past the first, after a chosen response: what the mask must hide it from.
+    assert sum(len(c) > 0 and len(r) > 1 for c, r in zip(chosen, rejected)) >= 2
+
+    def gradient(logps):
+        model.zero_grad()
+        logps.sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    pc, pr = pair_logprobs(model, prompts, chosen, rejected, pad_id=0, device="cpu")
+    packed = gradient(pc - 0.5 * pr)
+    logps = sequence_logprobs(model, *pad_batch(prompts + prompts, chosen + rejected, pad_id=0))
+    n = len(prompts)
+    assert pc.tolist() == pytest.approx(logps[:n].tolist(), abs=1e-4)
+    assert pr.tolist() == pytest.approx(logps[n:].tolist(), abs=1e-4)
+    assert pc[1].item() == 0.0 and pr[2].item() == 0.0
+    padded = gradient(logps[:n] - 0.5 * logps[n:])
+    assert (packed - padded).abs().max().item() < 1e-4 * padded.abs().max().item()

@@ -148,7 +148,8 @@ def test_resources_and_run_only_settings_do_not_invalidate_outputs():
     base = stage_keys(load_config("default"))
     scaled = stage_keys(load_config("default", ["sample.resources.max_actors=8", "train.resources.num_workers=4",
                                                 "reference.resources.batch_size=64",
-                                                "train.checkpoint_every_minutes=5"]))
+                                                "train.checkpoint_every_minutes=5",
+                                                "train.gradient_checkpointing=true", "train.share_prompt=false"]))
     assert base == scaled
 
 

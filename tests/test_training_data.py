@@ -203,3 +203,31 @@ def test_rm_loss_scores_a_shared_response_once_with_the_same_loss_and_gradient(t
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"])
                for t in ["P1 good", "P1 bad", "P1 fine", "P2 yes", "P2 no"]]
     assert stats["tokens"] == sum(lengths)
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ipo_token_mean"])
+def test_the_shared_prompt_batch_loss_equals_two_sequences_per_pair(tiny_model, loss):
+    from transformers import AutoModelForCausalLM
+
+    from rayalign.config import TrainConfig
+    from rayalign.training.preference import preference_batch_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    batch = {"prompt_token_ids": [[1, 20, 30], [1, 40], [1, 20, 30, 31]],
+             "chosen_token_ids": [[50, 60, 61], [70], [80, 81, 82, 83]],
+             "rejected_token_ids": [[55, 56], [75, 76, 77, 78], [85, 86]],
+             "chosen_ref_logprob": [-9.0, -4.0, -15.0], "rejected_ref_logprob": [-7.0, -13.0, -8.0]}
+    settings = {"loss": "ipo", "ipo_token_mean": True} if loss == "ipo_token_mean" else {"loss": loss}
+    results = []
+    for share in (True, False):
+        cfg = TrainConfig(share_prompt=share, **settings)
+        value, stats = preference_batch_loss(model, batch, torch.device("cpu"), cfg, pad_id=0, use_reference=True)
+        model.zero_grad()
+        value.backward()
+        results.append((value.item(), stats, [p.grad.clone() for p in model.parameters()]))
+    (shared, shared_stats, shared_grads), (padded, padded_stats, padded_grads) = results
+    assert shared == pytest.approx(padded, abs=1e-5)
+    assert shared_stats == pytest.approx(padded_stats, abs=1e-4)
+    assert shared_stats["tokens"] == 2 * (3 + 2 + 4) + (3 + 1 + 4) + (2 + 4 + 2)
+    for a, b in zip(shared_grads, padded_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

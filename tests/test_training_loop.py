@@ -151,6 +151,34 @@ def test_grad_norm_is_the_norm_before_clipping(one_process_group, zero_stage):
     engine.destroy()
 
 
+def test_gradient_checkpointing_recomputes_to_the_same_gradients(one_process_group, tiny_model):
+    """train.gradient_checkpointing turns transformers' checkpointing on in the DeepSpeed engine's
+    model, and a shared-prompt pair step through the engine (its 4D mask, position ids and
+    logits_to_keep passed on) gives the gradients of the same model without it."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rayalign.logprobs import pair_logprobs
+    from rayalign.training.loop import deepspeed_engine
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).train()
+    plain = copy.deepcopy(model)
+    cfg = TrainerConfig(gradient_checkpointing=True, micro_batch_size=2, zero_stage=0)
+    engine = deepspeed_engine(model, cfg, world=1)
+    assert engine.module.is_gradient_checkpointing and not plain.is_gradient_checkpointing
+    pairs = ([[1, 20, 30], [1, 40]], [[50, 60], [70, 80, 90]], [[55, 56, 57], [75]])
+    chosen, rejected = pair_logprobs(engine, *pairs, pad_id=0, device="cpu")
+    engine.backward((chosen - rejected).sum(), scale_wrt_gas=False)
+    expected_chosen, expected_rejected = pair_logprobs(plain, *pairs, pad_id=0, device="cpu")
+    (expected_chosen - expected_rejected).sum().backward()
+    assert chosen.tolist() == pytest.approx(expected_chosen.tolist(), abs=1e-5)
+    for (name, got), want in zip(model.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-5, rtol=1e-4, msg=name)
+    engine.destroy()
+
+
 def test_preference_training_turns_dropout_off(tmp_path):
     """GPT-2 drops out by default (p 0.1): two forward passes in training mode differ until the
     dropout is off, as in TRL's DPO, reward and PPO trainers."""

@@ -224,6 +224,11 @@ class TrainerConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
     bf16: bool = Field(False, description="Train in bf16 (DeepSpeed bf16 mode).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward pass instead of keeping them "
+        "(transformers' gradient checkpointing, non-reentrant): less memory, more compute; the same "
+        "gradients.", json_schema_extra=RUN_ONLY,
+    )
     seed: int = Field(0, description="Shuffle and init seed.")
     checkpoint_every_steps: int = Field(
         0, ge=0, description="Save a resumable DeepSpeed checkpoint every N optimizer steps (0: by time only). A "
@@ -251,6 +256,12 @@ class TrainConfig(TrainerConfig):
     )
     budget: float = Field(
         0.0, ge=0, description="Budget b (nats) the chosen log-likelihood may fall below the reference."
+    )
+    share_prompt: bool = Field(
+        True, description="Run each pair's prompt once: prompt, chosen and rejected in one sequence, the rejected "
+        "response masked from the chosen (the same log-probs as two sequences, up to float rounding; a third fewer "
+        "positions on the default task). false: chosen and rejected as two padded sequences, as TRL does; needed "
+        "for attention kernels that take no 4D mask (flash attention).", json_schema_extra=RUN_ONLY,
     )
 
 

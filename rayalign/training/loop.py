@@ -233,11 +233,15 @@ def skip_shm_comm_build() -> None:
 
 
 def deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig, world: int):
-    """A DeepSpeed engine for `model` with cfg's optimiser, ZeRO stage, precision, clipping and warm-up."""
+    """A DeepSpeed engine for `model` with cfg's optimiser, ZeRO stage, precision, clipping, warm-up
+    and gradient checkpointing."""
     import deepspeed
 
     if not cfg.resources.use_gpu:
         skip_shm_comm_build()
+    if cfg.gradient_checkpointing:
+        # Non-reentrant: the reentrant variant needs inputs that require grad and drops kwargs' grads.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     warmup = functools.partial(warmup_factor, warmup_steps=cfg.warmup_steps)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                       lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup),

@@ -11,7 +11,7 @@ import functools
 import torch
 
 from rayalign.config import TrainConfig
-from rayalign.logprobs import pad_batch, sequence_logprobs
+from rayalign.logprobs import pad_batch, pair_logprobs, sequence_logprobs
 from rayalign.losses import budget_regularizer, dpo_loss, hinge_norm_loss, ipo_loss, slic_loss
 from rayalign.pretrained import load_model
 from rayalign.training.loop import without_dropout, worker_fit
@@ -44,16 +44,19 @@ def preference_batch_loss(model, batch: dict, device, cfg: TrainConfig, pad_id: 
     SLiC, the policy log-probs), rewards/accuracies, rewards/margins, and logps/chosen, logps/rejected
     (mean summed response log-probs under the policy).
     """
-    prompts = batch["prompt_token_ids"]
-    n = len(prompts)
-    tensors = pad_batch(prompts + prompts, batch["chosen_token_ids"] + batch["rejected_token_ids"], pad_id)
-    logps = sequence_logprobs(model, *(t.to(device) for t in tensors))
-    pc, pr = logps[:n], logps[n:]
-    as_tensor = functools.partial(torch.tensor, dtype=logps.dtype, device=device)
+    prompts, chosen_ids, rejected_ids = batch["prompt_token_ids"], batch["chosen_token_ids"], batch["rejected_token_ids"]
+    if cfg.share_prompt:
+        pc, pr = pair_logprobs(model, prompts, chosen_ids, rejected_ids, pad_id, device)
+    else:
+        n = len(prompts)
+        logps = sequence_logprobs(model, *(t.to(device) for t in pad_batch(prompts + prompts, chosen_ids + rejected_ids,
+                                                                            pad_id)))
+        pc, pr = logps[:n], logps[n:]
+    as_tensor = functools.partial(torch.tensor, dtype=pc.dtype, device=device)
     rc = as_tensor(batch["chosen_ref_logprob"]) if use_reference else None
     rr = as_tensor(batch["rejected_ref_logprob"]) if use_reference else None
-    lengths = tensors[2].sum(-1).to(device=device, dtype=logps.dtype)
-    losses = pair_losses(cfg, pc, pr, rc, rr, lengths[:n], lengths[n:])
+    losses = pair_losses(cfg, pc, pr, rc, rr, as_tensor([len(c) for c in chosen_ids]),
+                         as_tensor([len(r) for r in rejected_ids]))
     with torch.no_grad():
         chosen = cfg.beta * (pc - rc) if use_reference else pc
         rejected = cfg.beta * (pr - rr) if use_reference else pr
@@ -65,7 +68,9 @@ def preference_batch_loss(model, batch: dict, device, cfg: TrainConfig, pad_id: 
             "rewards/margins": (chosen - rejected).mean().item(),
             "logps/chosen": pc.mean().item(),
             "logps/rejected": pr.mean().item(),
-            "tokens": float(tensors[1].sum().item()),
+            # Prompt tokens count once per response however the forward lays them out, so tokens/s
+            # compares with TRL's (and with share_prompt off).
+            "tokens": float(sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen_ids, rejected_ids))),
         }
     return losses.mean(), stats
 
