@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from rayalign.lm_head import scored_logprobs
+
 
 def pad_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int):
     """Right-padded input_ids, attention_mask and response_mask for prompt+response sequences."""
@@ -85,28 +87,20 @@ def pair_logprobs(model, prompts: Sequence[Sequence[int]], chosen: Sequence[Sequ
     differentiable. One forward over pack_pairs' rows runs each prompt once instead of once per
     response: the numbers of sequence_logprobs over two prompt+response rows per pair, up to float
     rounding. The attention mask goes to the model as an additive 4D mask, which transformers' eager
-    and SDPA attention take as it is (flash-attention kernels take none)."""
+    and SDPA attention take as it is (flash-attention kernels take none); the LM head runs on the
+    response tokens' predicting positions only, a chunk at a time (lm_head.scored_logprobs)."""
     ids, positions, attention, segment = (t.to(device) for t in pack_pairs(prompts, chosen, rejected, pad_id))
     dtype = next(model.parameters()).dtype
     mask = torch.zeros(attention.shape, dtype=dtype, device=device).masked_fill_(~attention, torch.finfo(dtype).min)
-    # Slot j's logits predict slot j + 1, except the prompt's last, which predicts both responses'
-    # first tokens; every scored prediction comes from the earliest prompt end on.
-    prompt_len = (segment == 0).sum(-1)
-    first = int(prompt_len.min()) - 1
-    logits = model(input_ids=ids, attention_mask=mask.unsqueeze(1), position_ids=positions,
-                   logits_to_keep=ids.shape[1] - first).logits.float()
-    log_z = torch.logsumexp(logits, -1)
-    rows = torch.arange(len(ids), device=device).unsqueeze(1)
-    slots = torch.arange(1, ids.shape[1], device=device).expand(len(ids), -1)
-    targets = ids[:, 1:]
-    sums = []
-    for part in (1, 2):
-        scored = segment[:, 1:] == part
-        opening = scored & (segment[:, :-1] != part)  # a response's first token: predicted at the prompt's end
-        source = torch.where(opening, prompt_len.unsqueeze(1), slots) - 1 - first
-        source = source.clamp(min=0)  # unscored slots before `first` point anywhere kept
-        token = logits[rows, source, targets] - log_z[rows, source]
-        sums.append((token * scored).sum(-1))
+    # Slot s predicts slot s + 1, except a response's first token, which the prompt's last slot
+    # predicts (the rejected response's first token follows the chosen one's last in the row).
+    prompt_len = (segment == 0).sum(-1, keepdim=True)
+    part = segment[:, 1:]
+    source = torch.where(part != segment[:, :-1], prompt_len - 1, torch.arange(ids.shape[1] - 1, device=device))
+    rows, slots = ((part == 1) | (part == 2)).nonzero(as_tuple=True)
+    inputs = {"input_ids": ids, "attention_mask": mask.unsqueeze(1), "position_ids": positions}
+    logps = scored_logprobs(model, inputs, rows, source[rows, slots], ids[rows, slots + 1])
+    sums = logps.new_zeros(2, len(ids)).index_put((part[rows, slots] - 1, rows), logps, accumulate=True)
     return sums[0], sums[1]
 
 
