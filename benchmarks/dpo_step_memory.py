@@ -1,15 +1,24 @@
-"""Peak memory and speed of one DPO training step's forward and backward (the train stage's
-sequence_logprobs over chosen and rejected in one batch), with the LM head over every position
-(as before) against over the response positions only (logits_to_keep), each in a fresh process.
+"""Peak memory and speed of one DPO training step's forward and backward, each variant in a fresh
+process:
+- all_positions: chosen and rejected as two padded prompt+response rows, the LM head over every position;
+- response_positions: the same rows, the LM head over the response positions only (logits_to_keep;
+  the train stage with train.share_prompt=false);
+- shared_prompt_full_head: one row per pair, prompt + chosen + rejected, the prompt run once, the
+  LM head over every position from the earliest response token on, as one [batch, length, vocab] tensor;
+- shared_prompt: that with the LM head on the response tokens' positions only, a chunk at a time,
+  recomputed in the backward (pair_logprobs; the train stage's default);
+- shared_prompt_checkpointing: that with transformers' gradient checkpointing
+  (train.gradient_checkpointing=true).
 
     python benchmarks/dpo_step_memory.py --out benchmarks/results/dpo_step_memory.json
         [--pairs 8] [--steps 3] [--threads 2]
 
 The model is SmolLM2-135M's shape with random weights, fp32 on CPU, with AdamW; a micro-batch of
-`pairs` pairs (2·pairs rows) of ~80-token prompts (the default task's chat-templated prompts) and
-40-token responses. "step_peak_gib" is the peak RSS during the steps above the RSS before them
+`pairs` pairs (2·pairs rows) of 52-60-token prompts and 34-40-token responses (the lengths of the
+default preset's pairs). "step_peak_gib" is the peak RSS during the steps above the RSS before them
 (activations, logits, gradients and, from the first step on, Adam's state); "ratio" is the old
-variant's step peak over the new one's, "speedup" the old step time over the new.
+variant's step peak over the train stage's default's (shared_prompt), "speedup" the old step time
+over it; "memory_ratios" and "speedups" give every variant's against all_positions.
 """
 
 from __future__ import annotations
@@ -26,20 +35,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record_run import write_result  # noqa: E402
 from reference_shared_prompt import smollm2_shaped_model  # noqa: E402
 
-VARIANTS = ("all_positions", "response_positions")
+VARIANTS = ("all_positions", "response_positions", "shared_prompt_full_head", "shared_prompt",
+            "shared_prompt_checkpointing")
+DEFAULT = "shared_prompt"
 
 
 def one_variant(variant: str, pairs: int, steps: int, threads: int) -> dict:
     import psutil
     import torch
 
-    from rayalign.logprobs import pad_batch, sequence_logprobs, token_logprobs
+    from rayalign.logprobs import pad_batch, pair_logprobs, sequence_logprobs, token_logprobs
 
     torch.set_num_threads(threads)
     model = smollm2_shaped_model().train()
+    if variant.endswith("_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if variant.endswith("_full_head"):
+        model._rayalign_plain_head = False  # what lm_head.plain_head answers for a head it cannot split off
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(1, 49152, (76 + 2 * (i % 5),), generator=g).tolist() for i in range(pairs)]
+    # 52-60 prompt and 34-40 response tokens: the default preset's pairs have 51-63 (mean 56) and 36.5.
+    prompts = [torch.randint(1, 49152, (52 + 2 * (i % 5),), generator=g).tolist() for i in range(pairs)]
     responses = [torch.randint(1, 49152, (40 - i % 7,), generator=g).tolist() for i in range(2 * pairs)]
     ids, attention, mask = pad_batch(prompts + prompts, responses, pad_id=0)
     before = psutil.Process().memory_info().rss
@@ -48,6 +64,8 @@ def one_variant(variant: str, pairs: int, steps: int, threads: int) -> dict:
         start = time.perf_counter()
         if variant == "all_positions":
             logps = (token_logprobs(model, ids, attention) * mask[:, 1:]).sum(-1)
+        elif variant.startswith("shared_prompt"):
+            logps = torch.cat(pair_logprobs(model, prompts, responses[:pairs], responses[pairs:], 0, "cpu"))
         else:
             logps = sequence_logprobs(model, ids, attention, mask)
         logps.mean().backward()
@@ -76,12 +94,15 @@ def main() -> int:
                               "--steps", str(args.steps), "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True).stdout
         results[variant] = json.loads(out.splitlines()[-1])
-    old, new = results["all_positions"], results["response_positions"]
     # The first step allocates Adam's state; the steps after it are the steady ones.
     pace = {k: min(v["step_seconds"][1:] or v["step_seconds"]) for k, v in results.items()}
+    old = results["all_positions"]["step_peak_gib"]
+    memory_ratios = {k: v["step_peak_gib"] / old for k, v in results.items()}
+    speedups = {k: pace["all_positions"] / pace[k] for k in results}
     write_result(args.out, {"pairs": args.pairs, "threads": args.threads, **results,
-                            "ratio": old["step_peak_gib"] / new["step_peak_gib"],
-                            "speedup": pace["all_positions"] / pace["response_positions"]}, ("ratio", "speedup"))
+                            "memory_ratios": memory_ratios, "speedups": speedups,
+                            "ratio": 1 / memory_ratios[DEFAULT], "speedup": speedups[DEFAULT]},
+                 ("ratio", "speedup", "memory_ratios", "speedups"))
     return 0
 
 

@@ -15,9 +15,9 @@ driver, the local Ray and its worker) is sampled for peak PSS; the largest proce
 reported too (rayalign's training worker). Tokens are each side's non-padding prompt and response
 tokens of chosen and rejected (TRL tokenizes the texts and appends EOS, so its count differs a
 little). Steady-state tokens/s leave the first optimizer step out (one-time allocation and
-warm-up). TRL runs configured like rayalign (gradient checkpointing off) and, with
---trl-default, also with TRL's own default (gradient checkpointing on: less memory, more
-compute). "ratio" is rayalign's
+warm-up). TRL runs configured like rayalign (gradient checkpointing as train.gradient_checkpointing
+has it, off by default) and, with --trl-default, also with TRL's own default (gradient
+checkpointing on: less memory, more compute). "ratio" is rayalign's
 steady-state tokens/s over TRL's like-configured run's; "mfu" each side's 6·params·tokens/s over
 the matmul rate measured in the same run (benchmarks/ceiling.py).
 """
@@ -154,7 +154,8 @@ def main() -> int:
     if args.side == "rayalign":
         result = rayalign_side(cfg, run_dir)
     elif args.side:
-        result = trl_side(cfg, run_dir / "select", args.root / args.side, gradient_checkpointing=args.side != "trl")
+        like_rayalign = cfg.train.gradient_checkpointing if args.side == "trl" else True
+        result = trl_side(cfg, run_dir / "select", args.root / args.side, gradient_checkpointing=like_rayalign)
     if args.side:
         (args.root / f"{args.side}.json").write_text(json.dumps(result))
         return 0

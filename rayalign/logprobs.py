@@ -60,8 +60,9 @@ def pack_pairs(prompts: Sequence[Sequence[int]], chosen: Sequence[Sequence[int]]
     """One right-padded row per pair, prompt + chosen + rejected: input_ids [N, W], position_ids
     [N, W] (the rejected response restarts where the prompt ends, as if it followed the prompt
     alone), attention [N, W, W] (query i may attend key j: causal, j a token of the row, and no
-    rejected token sees a chosen one; a padding slot also sees itself), and the segment of each slot [N, W] (0 prompt, 1 chosen,
-    2 rejected, 3 padding). Each response token then has the context it has in its own sequence."""
+    rejected token sees a chosen one; a padding slot also sees itself), and the segment of each slot
+    [N, W] (0 prompt, 1 chosen, 2 rejected, 3 padding). Each response token then has the context it
+    has in its own sequence."""
     if not len(prompts) == len(chosen) == len(rejected):
         raise ValueError(f"{len(prompts)} prompts, {len(chosen)} chosen and {len(rejected)} rejected responses")
     if any(not p for p in prompts):
