@@ -74,7 +74,9 @@ def scored_logprobs(model, inputs: dict, rows: torch.Tensor, positions: torch.Te
         return _chunk_logprobs(torch.nn.Identity(), logits[rows, positions - first], targets)
     hidden = decoder_hidden(model, inputs)[rows, positions]
     head = _module(model).get_output_embeddings()
-    chunk = max(16, LOGITS_CHUNK_BYTES // (4 * head.weight.shape[0]))
+    # ZeRO-3 leaves head.weight empty outside its forward; ds_shape keeps the full shape.
+    vocab = getattr(head, "out_features", None) or getattr(head.weight, "ds_shape", head.weight.shape)[0]
+    chunk = max(16, LOGITS_CHUNK_BYTES // (4 * vocab))
     parts = [checkpoint(_chunk_logprobs, head, hidden[s:s + chunk], targets[s:s + chunk], use_reentrant=False)
              for s in range(0, len(targets), chunk)]
     return torch.cat(parts) if parts else hidden.new_zeros(0)

@@ -224,6 +224,7 @@ def test_the_shared_prompt_batch_loss_equals_two_sequences_per_pair(tiny_model, 
         value, stats = preference_batch_loss(model, batch, torch.device("cpu"), cfg, pad_id=0, use_reference=True)
         model.zero_grad()
         value.backward()
+        stats = {k: float(v) for k, v in stats.items()}
         results.append((value.item(), stats, [p.grad.clone() for p in model.parameters()]))
     (shared, shared_stats, shared_grads), (padded, padded_stats, padded_grads) = results
     assert shared == pytest.approx(padded, abs=1e-5)

@@ -11,8 +11,8 @@ import pytest
 
 from rayalign.config import TrainerConfig
 from rayalign.training.deepspeed_config import deepspeed_config
-from rayalign.training.loop import (CheckpointClock, example_weight, optimizer_steps, rank_slice, training_steps,
-                                    warmup_factor)
+from rayalign.training.loop import (CheckpointClock, _step_stats, example_weight, optimizer_steps, rank_slice,
+                                    training_steps, warmup_factor)
 from rayalign.training.trainer import shuffled, train_data_config
 from tests.conftest import free_port
 
@@ -23,6 +23,15 @@ def test_warmup_reaches_the_full_rate_at_step_w():
     assert [warmup_factor(s, 3) for s in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
     assert warmup_factor(0, 0) == 1.0
     assert "scheduler" not in deepspeed_config(TrainerConfig(warmup_steps=3), 1)
+
+
+def test_step_statistics_weigh_micro_batches_by_examples_whether_tensors_or_numbers():
+    import torch
+
+    micro = [{"loss": torch.tensor(1.0), "tokens": 10.0, "examples": 2},
+             {"loss": torch.tensor(4.0), "tokens": 5.0, "examples": 1}]
+    assert _step_stats(micro, torch.device("cpu")) == {"loss": 2.0, "tokens": 15.0, "examples": 3.0}
+    assert _step_stats([{"loss": 0.5, "tokens": 3, "examples": 1}], torch.device("cpu"))["loss"] == 0.5
 
 
 def test_checkpoints_come_every_n_steps_and_after_every_m_minutes(monkeypatch):
@@ -160,17 +169,24 @@ def test_gradient_checkpointing_recomputes_to_the_same_gradients(one_process_gro
     import torch
     from transformers import AutoModelForCausalLM
 
+    from rayalign.lm_head import plain_head
     from rayalign.logprobs import pair_logprobs
     from rayalign.training.loop import deepspeed_engine
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model).train()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)  # in eval mode, as every stage loads it
     plain = copy.deepcopy(model)
     cfg = TrainerConfig(gradient_checkpointing=True, micro_batch_size=2, zero_stage=0)
     engine = deepspeed_engine(model, cfg, world=1)
-    assert engine.module.is_gradient_checkpointing and not plain.is_gradient_checkpointing
+    assert engine.module.training and engine.module.is_gradient_checkpointing and not plain.is_gradient_checkpointing
+    plain_head(engine)  # its one-off check forwards outside training
+    calls = []
+    # A pre-hook: the recompute stops early, inside the layer, once it has what the backward needs.
+    model.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
     pairs = ([[1, 20, 30], [1, 40]], [[50, 60], [70, 80, 90]], [[55, 56, 57], [75]])
     chosen, rejected = pair_logprobs(engine, *pairs, pad_id=0, device="cpu")
+    assert len(calls) == 1
     engine.backward((chosen - rejected).sum(), scale_wrt_gas=False)
+    assert len(calls) == 2  # the backward ran the layer again: its activations were not kept
     expected_chosen, expected_rejected = pair_logprobs(plain, *pairs, pad_id=0, device="cpu")
     (expected_chosen - expected_rejected).sum().backward()
     assert chosen.tolist() == pytest.approx(expected_chosen.tolist(), abs=1e-5)

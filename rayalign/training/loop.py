@@ -119,14 +119,15 @@ def example_weight(rows: int, world: int, step_rows: int) -> float:
 
 def _step_stats(micro: list[dict], device) -> dict:
     """A step's statistics over its micro-batches and ranks: means weighted by examples; token and
-    example counts add up."""
+    example counts add up. Values may be numbers or 0-dim tensors on the device: they are read back
+    in one transfer."""
     keys = sorted(k for k in micro[0] if k not in ("tokens", "examples"))
     sums = [sum(s[k] * s["examples"] for s in micro) for k in keys]
     sums += [sum(s["tokens"] for s in micro), sum(s["examples"] for s in micro)]
+    t = torch.stack([torch.as_tensor(v, device=device).detach().to(torch.float64) for v in sums])
     if torch.distributed.is_initialized():
-        t = torch.tensor(sums, dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
-        sums = t.tolist()
+    sums = t.tolist()
     examples = sums[-1]
     return {**{k: v / examples for k, v in zip(keys, sums)}, "tokens": sums[-2], "examples": examples}
 
@@ -239,6 +240,9 @@ def deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig, world: int):
 
     if not cfg.resources.use_gpu:
         skip_shm_comm_build()
+    # from_pretrained returns a model in eval mode and DeepSpeed leaves the mode as it finds it;
+    # transformers checkpoints layers (and drops out, where a stage keeps dropout) in training mode only.
+    model.train()
     if cfg.gradient_checkpointing:
         # Non-reentrant: the reentrant variant needs inputs that require grad and drops kwargs' grads.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -44,7 +44,8 @@ def preference_batch_loss(model, batch: dict, device, cfg: TrainConfig, pad_id: 
     SLiC, the policy log-probs), rewards/accuracies, rewards/margins, and logps/chosen, logps/rejected
     (mean summed response log-probs under the policy).
     """
-    prompts, chosen_ids, rejected_ids = batch["prompt_token_ids"], batch["chosen_token_ids"], batch["rejected_token_ids"]
+    prompts, chosen_ids = batch["prompt_token_ids"], batch["chosen_token_ids"]
+    rejected_ids = batch["rejected_token_ids"]
     if cfg.share_prompt:
         pc, pr = pair_logprobs(model, prompts, chosen_ids, rejected_ids, pad_id, device)
     else:
@@ -60,14 +61,15 @@ def preference_batch_loss(model, batch: dict, device, cfg: TrainConfig, pad_id: 
     with torch.no_grad():
         chosen = cfg.beta * (pc - rc) if use_reference else pc
         rejected = cfg.beta * (pr - rr) if use_reference else pr
+        # Tensors, not floats: the loop reads a step's statistics with one device sync, not one per value.
         stats = {
-            "loss": losses.mean().item(),
-            "rewards/chosen": chosen.mean().item(),
-            "rewards/rejected": rejected.mean().item(),
-            "rewards/accuracies": (chosen > rejected).float().mean().item(),
-            "rewards/margins": (chosen - rejected).mean().item(),
-            "logps/chosen": pc.mean().item(),
-            "logps/rejected": pr.mean().item(),
+            "loss": losses.mean(),
+            "rewards/chosen": chosen.mean(),
+            "rewards/rejected": rejected.mean(),
+            "rewards/accuracies": (chosen > rejected).float().mean(),
+            "rewards/margins": (chosen - rejected).mean(),
+            "logps/chosen": pc.mean(),
+            "logps/rejected": pr.mean(),
             # Prompt tokens count once per response however the forward lays them out, so tokens/s
             # compares with TRL's (and with share_prompt off).
             "tokens": float(sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen_ids, rejected_ids))),

@@ -50,7 +50,8 @@ def sft_batch_loss(model, batch: dict, device, pad_id: int) -> tuple[torch.Tenso
     labels = sft_labels(input_ids, response_mask)
     out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device))
     positions = attention_mask.numel()
-    return out.loss, {"loss": out.loss.item(), "tokens": float(response_mask.sum().item()),
+    # The masks are on the host; the loss stays a tensor (the loop reads a step's statistics in one sync).
+    return out.loss, {"loss": out.loss.detach(), "tokens": float(response_mask.sum().item()),
                       "padding_fraction": 1.0 - attention_mask.sum().item() / positions}
 
 
