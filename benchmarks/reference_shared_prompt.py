@@ -33,13 +33,19 @@ from rayalign.logprobs import (pad_batch, sequence_logprobs, shared_prompt_logpr
 PROMPTS_PER_CALL, RESPONSE_TOKENS, PAD_ID = 2, 40, 0
 
 
-def smollm2_shaped_model():
-    """A random-weight Llama in SmolLM2-135M's shape, fp32, eval mode."""
+# SmolLM2's shapes (their HF configs): hidden, intermediate, layers, attention heads, KV heads.
+SHAPES = {"135m": (576, 1536, 30, 9, 3), "1.7b": (2048, 8192, 24, 32, 32)}
+
+
+def smollm2_shaped_model(shape: str = "135m"):
+    """A random-weight Llama in the shape of SmolLM2-135M (or -1.7B), fp32, eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                         tie_word_embeddings=True, pad_token_id=PAD_ID, bos_token_id=None, eos_token_id=None)
+    hidden, intermediate, layers, heads, kv_heads = SHAPES[shape]
+    config = LlamaConfig(vocab_size=49152, hidden_size=hidden, intermediate_size=intermediate,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         max_position_embeddings=2048, tie_word_embeddings=True, pad_token_id=PAD_ID,
+                         bos_token_id=None, eos_token_id=None)
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
 
