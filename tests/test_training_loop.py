@@ -150,6 +150,8 @@ def test_grad_norm_is_the_norm_before_clipping(one_process_group, zero_stage):
     cfg = TrainerConfig(zero_stage=zero_stage, max_grad_norm=1.0, learning_rate=0.1, weight_decay=0.0,
                         micro_batch_size=1, gradient_accumulation_steps=1)
     engine = deepspeed_engine(model, cfg, world=1)
+    reduced = []
+    engine.buffered_allreduce_fallback = lambda *_, **__: reduced.append(1)  # ZeRO-0's all-reduce
     seen = []
     engine.basic_optimizer.register_step_pre_hook(
         lambda opt, *_: seen.append(torch.cat([p.grad.flatten() for g in opt.param_groups for p in g["params"]])))
@@ -157,6 +159,7 @@ def test_grad_norm_is_the_norm_before_clipping(one_process_group, zero_stage):
     engine.step()
     assert grad_norm(engine) == pytest.approx(5.0)
     assert seen[0].tolist() == pytest.approx([0.6, 0.8])  # the optimizer got the clipped gradient
+    assert not reduced  # a world of one averages nothing: no copy of every gradient through a bucket
     engine.destroy()
 
 
