@@ -59,9 +59,14 @@ def plain_head(model) -> bool:
     return module._rayalign_plain_head
 
 
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] at every position, in fp32, without materialising the log-softmax."""
+    logits = logits.float()
+    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
 def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    return target_logprobs(head(hidden), targets)
 
 
 def scored_logprobs(model, inputs: dict, rows: torch.Tensor, positions: torch.Tensor,
@@ -71,7 +76,7 @@ def scored_logprobs(model, inputs: dict, rows: torch.Tensor, positions: torch.Te
     if not plain_head(model):
         first = int(positions.min()) if len(positions) else 0
         logits = model(**inputs, use_cache=False, logits_to_keep=inputs["input_ids"].shape[1] - first).logits
-        return _chunk_logprobs(torch.nn.Identity(), logits[rows, positions - first], targets)
+        return target_logprobs(logits[rows, positions - first], targets)
     hidden = decoder_hidden(model, inputs)[rows, positions]
     head = _module(model).get_output_embeddings()
     # ZeRO-3 leaves head.weight empty outside its forward; ds_shape keeps the full shape.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rayalign.lm_head import scored_logprobs
+from rayalign.lm_head import scored_logprobs, target_logprobs
 
 
 def pad_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int):
@@ -123,12 +123,6 @@ def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[target] at every position, without materialising the log-softmax."""
-    logits = logits.float()
-    return torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-
-
 def _continue_responses(model, cache, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
                         response_mask: torch.Tensor) -> torch.Tensor:
     """Logits predicting response tokens 1.. of every row, [B, T − 1, V], from `cache`, the rows'
@@ -166,7 +160,7 @@ def shared_prompt_token_logprobs(model, prompts: Sequence[Sequence[int]], respon
         continued = _continue_responses(model, cache, prompt_mask[row_prompt], response_ids, response_mask)
         logits = torch.cat([logits, continued], 1)
     response_mask = response_mask.bool()
-    return _target_logprobs(logits, response_ids) * response_mask, response_mask
+    return target_logprobs(logits, response_ids) * response_mask, response_mask
 
 
 def shared_prompt_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
