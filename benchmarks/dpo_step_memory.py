@@ -5,8 +5,10 @@ in a fresh process:
   the train stage with train.share_prompt=false);
 - shared_prompt_full_head: one row per pair, prompt + chosen + rejected, the prompt run once, the
   LM head over every position from the earliest response token on, as one [batch, length, vocab] tensor;
-- shared_prompt: that with the LM head on the response tokens' positions only, a chunk at a time,
-  recomputed in the backward (pair_logprobs; the train stage's default);
+- shared_prompt_saved_mlp: that with the LM head on the response tokens' positions only, a chunk
+  at a time, recomputed in the backward (pair_logprobs);
+- shared_prompt: that with each SwiGLU MLP's activation and product recomputed in the backward
+  instead of kept (swiglu.recompute_swiglu; the train stage's default);
 - shared_prompt_checkpointing: that with transformers' gradient checkpointing
   (train.gradient_checkpointing=true).
 
@@ -42,8 +44,8 @@ from ceiling import matmul_flops  # noqa: E402
 from record_run import write_result  # noqa: E402
 from reference_shared_prompt import SHAPES, smollm2_shaped_model  # noqa: E402
 
-VARIANTS = ("all_positions", "response_positions", "shared_prompt_full_head", "shared_prompt",
-            "shared_prompt_checkpointing")
+VARIANTS = ("all_positions", "response_positions", "shared_prompt_full_head", "shared_prompt_saved_mlp",
+            "shared_prompt", "shared_prompt_checkpointing")
 DEFAULT = "shared_prompt"
 GIB = 2**30
 
@@ -52,10 +54,13 @@ def one_variant(variant: str, args) -> dict:
     import torch
 
     from rayalign.logprobs import pad_batch, pair_logprobs, sequence_logprobs, token_logprobs
+    from rayalign.swiglu import recompute_swiglu
 
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
     model = smollm2_shaped_model(args.shape).to(device=args.device, dtype=getattr(torch, args.dtype)).train()
+    if variant in ("shared_prompt", "shared_prompt_checkpointing"):
+        recompute_swiglu(model)
     if variant.endswith("_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if variant.endswith("_full_head"):
