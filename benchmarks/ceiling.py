@@ -23,13 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record_run import write_result  # noqa: E402
 
 
-def matmul_flops(threads: int | None = None, n: int = 2048, seconds: float = 3.0) -> dict:
-    """The dense matmul rate (FLOP/s) of torch on this machine: fp32 n×n products on the CPU with
-    `threads` threads, bf16 on the GPU when there is one; the best of repeated timings."""
+def matmul_flops(threads: int | None = None, n: int = 2048, seconds: float = 3.0, device: str | None = None,
+                 dtype: str | None = None) -> dict:
+    """The dense matmul rate (FLOP/s) of torch on this machine: n×n products on `device` (the GPU
+    when there is one, else the CPU with `threads` threads) in `dtype` (default bf16 on a GPU, fp32
+    on the CPU: the dtype of the work it is compared with); the best of repeated timings."""
     import torch
 
-    cuda = torch.cuda.is_available()
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device == "cuda"
+    dtype = getattr(torch, dtype) if dtype else torch.bfloat16 if cuda else torch.float32
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

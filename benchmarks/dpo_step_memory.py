@@ -5,10 +5,11 @@ in a fresh process:
   the train stage with train.share_prompt=false);
 - shared_prompt_full_head: one row per pair, prompt + chosen + rejected, the prompt run once, the
   LM head over every position from the earliest response token on, as one [batch, length, vocab] tensor;
-- shared_prompt_saved_mlp: that with the LM head on the response tokens' positions only, a chunk
+- shared_prompt_no_recompute: that with the LM head on the response tokens' positions only, a chunk
   at a time, recomputed in the backward (pair_logprobs);
-- shared_prompt: that with each SwiGLU MLP's activation and product recomputed in the backward
-  instead of kept (swiglu.recompute_swiglu; the train stage's default);
+- shared_prompt: that with each SwiGLU MLP's activation and product and each RMSNorm's normalised
+  input recomputed in the backward instead of kept (recompute.recompute_activations; the train
+  stage's default);
 - shared_prompt_checkpointing: that with transformers' gradient checkpointing
   (train.gradient_checkpointing=true).
 
@@ -24,9 +25,10 @@ preset's pairs). "step_peak_gib" is the peak memory during the steps above the m
 (activations, logits, gradients and, from the first step on, Adam's state): RSS on the CPU,
 torch's allocator peak on a GPU. "tokens_per_s" counts the prompt once for each of chosen and
 rejected (the train stage's count; TRL's too), over the steps after the first; "mfu" is
-6·params·tokens/s over the matmul rate measured in the same run (benchmarks/ceiling.py). "ratio"
-is the old variant's step peak over the train stage's default's (shared_prompt), "speedup" the old
-step time over it; "memory_ratios" and "speedups" give every variant's against all_positions.
+6·params·tokens/s over the matmul rate measured in the same run, device and dtype
+(benchmarks/ceiling.py). "ratio" is the old variant's step peak over the train stage's default's
+(shared_prompt), "speedup" the old step time over it; "memory_ratios" and "speedups" give every
+variant's against all_positions.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from ceiling import matmul_flops  # noqa: E402
 from record_run import write_result  # noqa: E402
 from reference_shared_prompt import SHAPES, smollm2_shaped_model  # noqa: E402
 
-VARIANTS = ("all_positions", "response_positions", "shared_prompt_full_head", "shared_prompt_saved_mlp",
+VARIANTS = ("all_positions", "response_positions", "shared_prompt_full_head", "shared_prompt_no_recompute",
             "shared_prompt", "shared_prompt_checkpointing")
 DEFAULT = "shared_prompt"
 GIB = 2**30
@@ -54,13 +56,13 @@ def one_variant(variant: str, args) -> dict:
     import torch
 
     from rayalign.logprobs import pad_batch, pair_logprobs, sequence_logprobs, token_logprobs
-    from rayalign.swiglu import recompute_swiglu
+    from rayalign.recompute import recompute_activations
 
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
     model = smollm2_shaped_model(args.shape).to(device=args.device, dtype=getattr(torch, args.dtype)).train()
     if variant in ("shared_prompt", "shared_prompt_checkpointing"):
-        recompute_swiglu(model)
+        recompute_activations(model)
     if variant.endswith("_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if variant.endswith("_full_head"):
@@ -137,7 +139,7 @@ def main() -> int:
     memory_ratios = {k: v["step_peak_gib"] / old for k, v in results.items()}
     speedups = {k: pace["all_positions"] / pace[k] for k in results}
     threads = None if args.device == "cuda" else args.threads
-    rate = matmul_flops(threads)
+    rate = matmul_flops(threads, device=args.device, dtype=args.dtype)
     mfu = {k: 6 * v["parameters"] * v["tokens_per_s"] / rate["flops"] for k, v in results.items()}
     write_result(args.out, {"pairs": args.pairs, "threads": args.threads, "device": args.device,
                             "dtype": args.dtype, "shape": args.shape, **results, "matmul": rate, "mfu": mfu,

@@ -34,15 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ceiling import ceiling, mfu  # noqa: E402
-from methods_study import link  # noqa: E402
 from peak_memory import PeakMemory  # noqa: E402
 from record_run import write_result  # noqa: E402
 
 from rayalign.config import load_config  # noqa: E402
 from rayalign.data.parquet import read_table  # noqa: E402
-from rayalign.pipeline.runner import run_pipeline  # noqa: E402
-from rayalign.pipeline.stages import PIPELINE  # noqa: E402
-from rayalign.training.loop import read_history  # noqa: E402
 
 UPSTREAM = ("prompts", "sample", "reference", "score")
 GIB = 2**30
@@ -53,6 +49,9 @@ def config(extra: list[str]):
 
 
 def stages(*names: str):
+    # Imported here, as Ray is: TRL's side imports neither, so its memory holds none of theirs.
+    from rayalign.pipeline.stages import PIPELINE
+
     return [s for s in PIPELINE if s.name in names]
 
 
@@ -63,6 +62,9 @@ def steady(step_tokens: list[float], step_seconds: list[float]) -> float:
 
 
 def rayalign_side(cfg, run_dir: Path) -> dict:
+    from rayalign.pipeline.runner import run_pipeline
+    from rayalign.training.loop import read_history
+
     shutil.rmtree(run_dir / "train", ignore_errors=True)
     summary = run_pipeline(cfg, run_dir, log=lambda line: None, stages=stages(*UPSTREAM, "select", "train"))
     history = read_history(run_dir / "train")
@@ -160,8 +162,15 @@ def main() -> int:
         (args.root / f"{args.side}.json").write_text(json.dumps(result))
         return 0
     if args.candidates:
+        from methods_study import link
+
         link(args.candidates, run_dir, UPSTREAM)
+    import ray
+
+    from rayalign.pipeline.runner import run_pipeline
+
     run_pipeline(cfg, run_dir, log=print, stages=stages(*UPSTREAM, "select"))
+    ray.shutdown()  # no second Ray, idle beside the measured sides (each side's tree starts its own)
     machine_ceiling = ceiling(cfg.model.policy, cfg.train.resources.torch_threads)
     sides = {side: measured(side, args) for side in ("rayalign", "trl", "trl_default")[:3 if args.trl_default else 2]}
     result = {

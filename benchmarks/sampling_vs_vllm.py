@@ -39,10 +39,16 @@ from rayalign.seeding import derived_seed  # noqa: E402
 
 
 def stage_run(cfg, run_dir: Path) -> dict:
-    """The prompts and sample stages in a fresh `run_dir`: the sample stage's seconds, tokens and rows."""
+    """The prompts and sample stages in a fresh `run_dir` and a fresh local Ray: the sample stage's
+    seconds, tokens and rows."""
+    import ray
+
     shutil.rmtree(run_dir, ignore_errors=True)
     summary = run_pipeline(cfg, run_dir, log=lambda line: None,
                            stages=[s for s in PIPELINE if s.name in ("prompts", "sample")])
+    # Both runs start from the same state (no warm Ray workers from the first), and the bare side
+    # runs without Ray's processes beside it.
+    ray.shutdown()
     table = read_table(run_dir / "sample")
     return {"prompts": cfg.data.max_train_prompts, "seconds": summary["stage_seconds"]["sample"],
             "tokens": sum(table["num_tokens"].to_pylist()), "rows": table.num_rows,

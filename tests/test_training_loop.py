@@ -165,8 +165,9 @@ def test_grad_norm_is_the_norm_before_clipping(one_process_group, zero_stage):
 
 def test_gradient_checkpointing_recomputes_to_the_same_gradients(one_process_group, tiny_model):
     """train.gradient_checkpointing turns transformers' checkpointing on in the DeepSpeed engine's
-    model (whose SwiGLU MLPs recompute their activation too), and a shared-prompt pair step through the engine (its 4D mask, position ids and
-    logits_to_keep passed on) gives the gradients of the same model without it."""
+    model (whose MLPs and norms recompute their elementwise intermediates too), and a
+    shared-prompt pair step through the engine (its 4D mask, position ids and logits_to_keep
+    passed on) gives the gradients of the same model without either."""
     import copy
 
     import torch
@@ -181,7 +182,7 @@ def test_gradient_checkpointing_recomputes_to_the_same_gradients(one_process_gro
     cfg = TrainerConfig(gradient_checkpointing=True, micro_batch_size=2, zero_stage=0)
     engine = deepspeed_engine(model, cfg, world=1)
     assert engine.module.training and engine.module.is_gradient_checkpointing and not plain.is_gradient_checkpointing
-    assert all("forward" in vars(layer.mlp) for layer in model.model.layers)  # recompute_swiglu's
+    assert all("forward" in vars(layer.mlp) for layer in model.model.layers)  # recompute_activations'
     plain_head(engine)  # its one-off check forwards outside training
     calls = []
     # A pre-hook: the recompute stops early, inside the layer, once it has what the backward needs.

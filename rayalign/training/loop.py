@@ -28,7 +28,7 @@ from rayalign.actors.runtime import set_torch_threads
 from rayalign.config import TrainerConfig
 from rayalign.pretrained import load_tokenizer
 from rayalign.progress import reporter
-from rayalign.swiglu import recompute_swiglu
+from rayalign.recompute import recompute_activations
 from rayalign.training.deepspeed_config import deepspeed_clips, deepspeed_config
 from rayalign.training.live_metrics import live_logger
 
@@ -236,8 +236,8 @@ def skip_shm_comm_build() -> None:
 
 def deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig, world: int):
     """A DeepSpeed engine for `model` with cfg's optimiser, ZeRO stage, precision, clipping, warm-up
-    and gradient checkpointing; SwiGLU MLPs recompute their activation in the backward
-    (swiglu.recompute_swiglu: the same gradients, less memory)."""
+    and gradient checkpointing; Llama-style MLPs and norms recompute their elementwise
+    intermediates in the backward (recompute.recompute_activations: the same gradients, less memory)."""
     import deepspeed
 
     if not cfg.resources.use_gpu:
@@ -245,7 +245,7 @@ def deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig, world: int):
     # from_pretrained returns a model in eval mode and DeepSpeed leaves the mode as it finds it;
     # transformers checkpoints layers (and drops out, where a stage keeps dropout) in training mode only.
     model.train()
-    recompute_swiglu(model)
+    recompute_activations(model)
     if cfg.gradient_checkpointing:
         # Non-reentrant: the reentrant variant needs inputs that require grad and drops kwargs' grads.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
