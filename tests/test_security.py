@@ -24,7 +24,8 @@ import yaml
 
 from rayalign.cli import build_parser, main
 from rayalign.config import ConfigError, SampleConfig, load_config
-from rayalign.models import ModelNotFoundError, resolve_model
+from rayalign.models import resolve_model
+from rayalign.pretrained import ModelNotFoundError
 from rayalign.redaction import install_log_redaction, redact_secrets, redact_uri, secret_env_values
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import pyarrow as pa
 from rayalign.actors.runtime import set_torch_threads
 from rayalign.data import schemas
 from rayalign.data.prompts import prompt_token_ids
-from rayalign.models import require_safetensors
+from rayalign.pretrained import require_safetensors
 from rayalign.seeding import derived_seed
 
 if TYPE_CHECKING:
