@@ -1,7 +1,8 @@
 """The train stage's DPO step outside Ray: the same pairs, model, loss and optimizer settings in a bare
 process, each variant in a fresh one, to tell what DeepSpeed costs and what running in a Ray Train
 worker costs (compare with the train stage's per-step times in its train_metrics.jsonl):
-- plain_torch: the policy with torch's AdamW and the loop's gradient clipping, no DeepSpeed;
+- plain_torch: the policy (its layers recomputing as the stage's do) with torch's AdamW and the
+  loop's gradient clipping, no DeepSpeed;
 - deepspeed: the engine the train stage builds (training.loop.deepspeed_engine);
 - deepspeed_allreduce: that engine with DeepSpeed's gradient all-reduce left on, as DeepSpeed has it
   for a world of one (the train stage turns it off for a single ZeRO-0 fp32 worker).
@@ -43,6 +44,7 @@ def one_variant(variant: str, pairs_dir: Path, overrides: list[str]) -> dict:
     from rayalign.data.parquet import read_table
     from rayalign.models import resolve_model
     from rayalign.pretrained import load_model, load_tokenizer
+    from rayalign.recompute import recompute_activations
     from rayalign.training.loop import deepspeed_engine, without_dropout
     from rayalign.training.preference import preference_batch_loss
 
@@ -57,6 +59,7 @@ def one_variant(variant: str, pairs_dir: Path, overrides: list[str]) -> dict:
     model = without_dropout(load_model(AutoModelForCausalLM, path, False, dtype=torch.float32))
     if variant == "plain_torch":
         model.train()
+        recompute_activations(model)  # as deepspeed_engine does for the stage
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas,
                                       weight_decay=cfg.weight_decay)
         forward = model

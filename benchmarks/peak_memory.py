@@ -70,6 +70,47 @@ class PeakMemory:
         self._thread.join()
 
 
+class CpuSeconds:
+    """CPU seconds (user + system) that each process of a tree (default this one's) spends while in
+    a `with` block, sampled every `interval` seconds: `by_process` maps a process's name to them,
+    largest first. A process that ends between two samples loses its last interval."""
+
+    def __init__(self, interval: float = 1.0, pid: int | None = None):
+        self.interval, self.pid, self._stop = interval, pid, threading.Event()
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[float, str]] = {}
+        self.by_process: dict[str, float] = {}
+
+    def __enter__(self) -> CpuSeconds:
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        root, first_sweep = psutil.Process(self.pid), True
+        while True:
+            for p in tree(root):
+                try:
+                    t = p.cpu_times()
+                    name = " ".join(p.cmdline()[:2])[-80:] or p.name()
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                # A process there from the start counts from then; one started later, all of its time.
+                self._first.setdefault(p.pid, t.user + t.system if first_sweep else 0.0)
+                self._last[p.pid] = (t.user + t.system, name)
+            first_sweep = False
+            if self._stop.wait(self.interval):
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        totals: dict[str, float] = {}
+        for pid, (seconds, name) in self._last.items():
+            totals[name] = totals.get(name, 0.0) + seconds - self._first[pid]
+        self.by_process = dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON file to write")

@@ -60,14 +60,17 @@ def versions() -> dict:
     return out
 
 
-def preset_arguments(doc: str, name: str) -> argparse.Namespace:
+def preset_arguments(doc: str, name: str, repeats: int | None = None) -> argparse.Namespace:
     """The command line of a benchmark that runs a preset: --out (benchmarks/results/NAME.json),
-    --preset, --set KEY=VALUE ... (its overrides) and --root (runs/NAME)."""
+    --preset, --set KEY=VALUE ... (its overrides), --root (runs/NAME) and, where `repeats` gives
+    its default, --repeats."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}.json"))
     parser.add_argument("--preset", default="default")
     parser.add_argument("--set", dest="extra", nargs="+", default=[], metavar="KEY=VALUE")
     parser.add_argument("--root", type=Path, default=Path(f"runs/{name}"))
+    if repeats:
+        parser.add_argument("--repeats", type=int, default=repeats, help="runs of each measurement (median kept)")
     return parser.parse_args()
 
 
