@@ -29,14 +29,17 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def _name(p: psutil.Process) -> str:
+    return " ".join(p.cmdline()[:2])[-80:] or p.name()
+
+
 def sample(processes: list[psutil.Process]) -> tuple[int, int, list[tuple[int, str]]]:
     """(RSS sum, PSS sum, [(PSS, name)] per process) in bytes; processes that ended are skipped."""
     rss = pss = 0
     each = []
     for p in processes:
         try:
-            info = p.memory_full_info()
-            name = " ".join(p.cmdline()[:2])[-80:] or p.name()
+            info, name = p.memory_full_info(), _name(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
         rss, pss = rss + info.rss, pss + info.pss
@@ -44,67 +47,72 @@ def sample(processes: list[psutil.Process]) -> tuple[int, int, list[tuple[int, s
     return rss, pss, each
 
 
-class PeakMemory:
-    """The peak PSS of a process's tree (default this one: the driver, the local Ray it started,
-    every worker and vLLM engine), sampled every `interval` seconds while in a `with` block."""
+class _TreeWatch:
+    """Calls `_sweep(processes of the tree)` every `interval` seconds, in a thread, while in a `with`
+    block: the tree of process `pid` (default this one: the driver, the local Ray it started, every
+    worker and vLLM engine)."""
 
-    def __init__(self, interval: float = 2.0, pid: int | None = None):
-        self.interval, self.pid, self.peak, self._stop = interval, pid, 0, threading.Event()
-        self.largest: list[tuple[int, str]] = []  # the tree's largest processes at the peak, (PSS, name)
+    def __init__(self, interval: float, pid: int | None):
+        self.interval, self.pid, self._stop = interval, pid, threading.Event()
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self):
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
 
     def _watch(self) -> None:
         root = psutil.Process(self.pid)
-        while not self._stop.is_set():
-            _, pss, each = sample(tree(root))
-            if pss > self.peak:
-                self.peak, self.largest = pss, sorted(each, reverse=True)[:4]
-            self._stop.wait(self.interval)
+        while True:
+            self._sweep(tree(root))
+            if self._stop.wait(self.interval):
+                return
+
+    def _sweep(self, processes: list[psutil.Process]) -> None:
+        raise NotImplementedError
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
 
 
-class CpuSeconds:
-    """CPU seconds (user + system) that each process of a tree (default this one's) spends while in
-    a `with` block, sampled every `interval` seconds: `by_process` maps a process's name to them,
-    largest first. A process that ends between two samples loses its last interval."""
+class PeakMemory(_TreeWatch):
+    """The peak PSS of a process's tree, sampled every `interval` seconds while in a `with` block."""
+
+    def __init__(self, interval: float = 2.0, pid: int | None = None):
+        super().__init__(interval, pid)
+        self.peak = 0
+        self.largest: list[tuple[int, str]] = []  # the tree's largest processes at the peak, (PSS, name)
+
+    def _sweep(self, processes: list[psutil.Process]) -> None:
+        _, pss, each = sample(processes)
+        if pss > self.peak:
+            self.peak, self.largest = pss, sorted(each, reverse=True)[:4]
+
+
+class CpuSeconds(_TreeWatch):
+    """CPU seconds (user + system) that each process of a tree spends while in a `with` block,
+    sampled every `interval` seconds: `by_process` maps a process's name to them, largest first. A
+    process that ends between two samples loses its last interval."""
 
     def __init__(self, interval: float = 1.0, pid: int | None = None):
-        self.interval, self.pid, self._stop = interval, pid, threading.Event()
+        super().__init__(interval, pid)
         self._first: dict[int, float] = {}
         self._last: dict[int, tuple[float, str]] = {}
         self.by_process: dict[str, float] = {}
 
-    def __enter__(self) -> CpuSeconds:
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        root, first_sweep = psutil.Process(self.pid), True
-        while True:
-            for p in tree(root):
-                try:
-                    t = p.cpu_times()
-                    name = " ".join(p.cmdline()[:2])[-80:] or p.name()
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-                # A process there from the start counts from then; one started later, all of its time.
-                self._first.setdefault(p.pid, t.user + t.system if first_sweep else 0.0)
-                self._last[p.pid] = (t.user + t.system, name)
-            first_sweep = False
-            if self._stop.wait(self.interval):
-                return
+    def _sweep(self, processes: list[psutil.Process]) -> None:
+        first_sweep = not self._last
+        for p in processes:
+            try:
+                t, name = p.cpu_times(), _name(p)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            # A process there from the start counts from then; one started later, all of its time.
+            self._first.setdefault(p.pid, t.user + t.system if first_sweep else 0.0)
+            self._last[p.pid] = (t.user + t.system, name)
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
         totals: dict[str, float] = {}
         for pid, (seconds, name) in self._last.items():
             totals[name] = totals.get(name, 0.0) + seconds - self._first[pid]

@@ -29,8 +29,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ceiling import ceiling, mfu  # noqa: E402

@@ -31,7 +31,6 @@ class SwiGLUDown(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, weight, bias):
         ctx.save_for_backward(gate, up, weight)
-        ctx.has_bias = bias is not None
         return F.linear(F.silu(gate) * up, weight, bias)
 
     @staticmethod
@@ -42,7 +41,7 @@ class SwiGLUDown(torch.autograd.Function):
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[2]:
             grad_weight = grad.flatten(0, -2).T.matmul((act * up).flatten(0, -2))
-        if ctx.has_bias and ctx.needs_input_grad[3]:
+        if ctx.needs_input_grad[3]:  # False without a bias
             grad_bias = grad.flatten(0, -2).sum(0)
         grad_gate = torch.ops.aten.silu_backward(grad_product * up, gate)
         return grad_gate, grad_product * act, grad_weight, grad_bias
@@ -54,9 +53,10 @@ class RMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, eps):
-        inv_rms = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+        x32 = x.float()
+        inv_rms = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
         ctx.save_for_backward(x, weight, inv_rms)
-        return weight * (x.float() * inv_rms).to(x.dtype)
+        return weight * (x32 * inv_rms).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
