@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -334,3 +336,34 @@ def crash_after_first_checkpoint(loop_config: dict) -> None:
 
     ray.train.report = crashing_report
     train_loop(loop_config)
+
+
+LOCAL_HEAD = """
+import json, os, sys
+import ray
+from ray._private.authentication.authentication_utils import is_token_auth_enabled
+from rayalign.pipeline.runner import connect_ray
+
+connect_ray(None)
+worker_niceness = ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote())
+print(json.dumps({"dashboard": ray._private.worker.get_dashboard_url(), "token_auth": is_token_auth_enabled(),
+                  "node_ip": ray.util.get_node_ip_address(), "worker_niceness": worker_niceness}), flush=True)
+sys.stdin.read()  # until the test is done
+ray.shutdown()
+"""
+
+
+@contextmanager
+def local_head(env: dict, cwd: Path) -> Iterator[dict]:
+    """A Ray started by rayalign's connect_ray(None) in a process of its own, running until the
+    block ends: what it says of itself (dashboard URL, token auth on, node IP, a worker's niceness)."""
+    head = subprocess.Popen([sys.executable, "-c", LOCAL_HEAD], env=env, cwd=cwd, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield json.loads(head.stdout.readline())
+    finally:
+        head.stdin.close()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()

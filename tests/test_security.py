@@ -15,8 +15,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from rayalign.config import ConfigError, SampleConfig, load_config
 from rayalign.models import resolve_model
 from rayalign.pretrained import ModelNotFoundError
 from rayalign.redaction import install_log_redaction, redact_secrets, redact_uri, secret_env_values
+from tests.conftest import local_head
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -449,18 +448,6 @@ def test_mlflow_ui_hint_listens_on_loopback_only():
                                      "--port 5000   # then open http://127.0.0.1:5000/#/experiments/1/runs/ab")
 
 
-HEAD = """
-import json, sys
-import ray
-from ray._private.authentication.authentication_utils import is_token_auth_enabled
-from rayalign.pipeline.runner import connect_ray
-
-connect_ray(None)
-print(json.dumps({"dashboard": ray._private.worker.get_dashboard_url(), "token_auth": is_token_auth_enabled(),
-                  "node_ip": ray.util.get_node_ip_address()}), flush=True)
-sys.stdin.read()  # until the test is done
-ray.shutdown()
-"""
 CLIENT = """
 import sys
 from rayalign import jobs
@@ -470,21 +457,6 @@ except jobs.JobError as exc:
     print(exc)
 """
 
-
-@contextmanager
-def local_head(env: dict, cwd: Path) -> Iterator[dict]:
-    """A Ray started by rayalign's connect_ray(None) in a process of its own, running until the
-    block ends: what it says of itself (dashboard URL, token auth on, node IP)."""
-    head = subprocess.Popen([sys.executable, "-c", HEAD], env=env, cwd=cwd, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        yield json.loads(head.stdout.readline())
-    finally:
-        head.stdin.close()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
 
 def test_a_local_ray_listens_on_loopback_with_token_auth_and_rayalign_jobs_authenticate(tmp_path):
     token = "5eC7e7" * 8
