@@ -10,12 +10,13 @@ keeps them as reference log-probs), so they do the same work and draw the same t
 "same_responses"). The stage cannot be timed from inside, so it runs on half the prompts
 and on all of them, each time in a fresh run directory and a fresh local Ray through
 run_pipeline (its Ray start, actor pool, engine start, write): its fixed cost and steady-state
-tokens/s are the intercept and slope of those two points. The bare side, with no Ray running,
-times the engine's start (vllm.LLM(...)), then, after a short warm-up call, one generate call of
-the same half of the prompts and one of all of them (the prefix cache emptied before each): its
-steady-state tokens/s are the slope of those two points too, so both sides' rates come from the
-same two batches the same way; "single_call_tokens_per_s" is the call of all prompts alone. Each
-point is the median of --repeats runs (the stage's alternating between the two sizes).
+tokens/s are the intercept and slope of those two points. The bare engine (vllm.LLM(...), its
+start timed) lives in this process; after each stage run, with the stage's Ray shut down, it
+generates the same prompts in one call (the prefix cache emptied before each), so the sides
+alternate and a slow spell of the machine hits both. Its steady-state tokens/s are the slope of
+its two points too, so both sides' rates come from the same two batches the same way;
+"single_call_tokens_per_s" is the call of all prompts alone. Each point is the median of
+--repeats runs.
 "ratio" is rayalign's steady-state tokens/s over bare vLLM's, "ratio_end_to_end" the same for
 the whole work (engine start included). "cpu_seconds_full_run" gives the CPU seconds of each
 process of the tree (the driver, Ray's, the vLLM actor's) over the run of all prompts (both
@@ -26,6 +27,7 @@ side's steady-state 2·params·tokens/s over the matmul rate measured in the sam
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -82,26 +84,22 @@ def generate(llm, cfg, rows: list[dict], max_tokens: int | None = None) -> tuple
                      for i, c in enumerate(out.outputs)}
 
 
-def bare_run(cfg, half_prompts: Path, prompts: Path, repeats: int) -> dict:
-    """vllm.LLM with rayalign's engine settings, then a warm-up call and, `repeats` times, a generate
-    call of the half run's training prompts and one of every training prompt."""
+def bare_engine(cfg):
+    """vllm.LLM with rayalign's engine settings, and a short warm-up call (the one-time kernel set-up
+    each stage run pays too): (engine, seconds its start took). The driver's environment is restored
+    after, so that the Ray each later stage run starts sees a run's environment, not vLLM's."""
     from vllm import LLM
 
     s = cfg.sample
-    half, rows = (split_prompts(read_table(p), "train").to_pylist() for p in (half_prompts, prompts))
+    environ = dict(os.environ)
     start = time.perf_counter()
     llm = LLM(**engine_kwargs(resolve_model(cfg.model.policy), s.seed, s.max_model_len, cfg.model.dtype,
                               s.kv_cache_gib, s.gpu_memory_utilization, s.enforce_eager, cfg.model.trust_remote_code))
     engine_start = time.perf_counter() - start
-    generate(llm, cfg, rows[:1], max_tokens=4)  # one-time kernel set-up, which each stage run pays too
-    seconds, tokens = {"half": [], "full": []}, {}
-    for _ in range(repeats):
-        for size, work in (("half", half), ("full", rows)):
-            took, responses = generate(llm, cfg, work)
-            seconds[size].append(took)
-            tokens[size] = sum(len(t) for t in responses.values())
-    return {"prompts": len(rows), "engine_start_s": engine_start, "seconds": seconds, "tokens": tokens,
-            "responses": responses}
+    generate(llm, cfg, [{"prompt_id": "warm-up", "prompt": "Hello"}], max_tokens=4)
+    os.environ.clear()
+    os.environ.update(environ)
+    return llm, engine_start
 
 
 def steady(seconds: dict, tokens: dict) -> tuple[float, float]:
@@ -118,30 +116,36 @@ def main() -> int:
     cfg = load_config(args.preset, overrides)
     machine_ceiling = ceiling(cfg.model.policy, cfg.sample.resources.torch_threads)
     half = load_config(args.preset, [*overrides, f"data.max_train_prompts={max(1, cfg.data.max_train_prompts // 2)}"])
-    runs = {"half": [], "full": []}
-    for _ in range(args.repeats):  # alternating, so that a slow spell of the machine hits both sizes
-        runs["half"].append(stage_run(half, args.root / "half"))
-        runs["full"].append(stage_run(cfg, args.root / "full"))
+    llm, engine_start = bare_engine(cfg)
+    runs, bare_seconds, bare_tokens = {"half": [], "full": []}, {"half": [], "full": []}, {}
+    # The sides alternate, each stage run followed by the bare engine's call of the same prompts, so
+    # that a slow spell of the machine hits both sides and both sizes.
+    for _ in range(args.repeats):
+        for size, size_cfg in (("half", half), ("full", cfg)):
+            runs[size].append(stage_run(size_cfg, args.root / size))
+            rows = split_prompts(read_table(args.root / size / "prompts"), "train").to_pylist()
+            took, bare_responses = generate(llm, cfg, rows)
+            bare_seconds[size].append(took)
+            bare_tokens[size] = sum(len(t) for t in bare_responses.values())
     stage_seconds = {size: [r["seconds"] for r in done] for size, done in runs.items()}
     stage_tokens = {size: done[-1]["tokens"] for size, done in runs.items()}
     rate, fixed = steady(stage_seconds, stage_tokens)
     full = runs["full"][-1]
-    bare = bare_run(cfg, args.root / "half" / "prompts", args.root / "full" / "prompts", args.repeats)
-    bare_rate, _ = steady(bare["seconds"], bare["tokens"])
-    bare_full = median(bare["seconds"]["full"])
+    bare_rate, _ = steady(bare_seconds, bare_tokens)
+    bare_full = median(bare_seconds["full"])
     rayalign = {"stage_seconds": stage_seconds, "tokens": stage_tokens,
                 "cpu_seconds_full_run": full["cpu_seconds"],
                 "fixed_seconds": fixed, "steady_tokens_per_s": rate,
                 "end_to_end_tokens_per_s": full["tokens"] / median(stage_seconds["full"])}
-    vllm = {"engine_start_s": bare["engine_start_s"], "generate_s": bare["seconds"], "tokens": bare["tokens"],
-            "steady_tokens_per_s": bare_rate, "single_call_tokens_per_s": bare["tokens"]["full"] / bare_full,
-            "end_to_end_tokens_per_s": bare["tokens"]["full"] / (bare["engine_start_s"] + bare_full)}
+    vllm = {"engine_start_s": engine_start, "generate_s": bare_seconds, "tokens": bare_tokens,
+            "steady_tokens_per_s": bare_rate, "single_call_tokens_per_s": bare_tokens["full"] / bare_full,
+            "end_to_end_tokens_per_s": bare_tokens["full"] / (engine_start + bare_full)}
     result = {
         "preset": args.preset, "overrides": overrides, "repeats": args.repeats,
-        "work": {"prompts": bare["prompts"], "k": cfg.sample.k, "max_tokens": cfg.sample.max_tokens,
+        "work": {"prompts": len(rows), "k": cfg.sample.k, "max_tokens": cfg.sample.max_tokens,
                  "dtype": cfg.model.dtype, "model": cfg.model.policy},
         "rayalign": rayalign, "vllm": vllm,
-        "same_responses": full["responses"] == bare["responses"],
+        "same_responses": full["responses"] == bare_responses,
         "ceiling": machine_ceiling,
         "mfu": {"rayalign": mfu(rate, machine_ceiling, 2), "vllm": mfu(bare_rate, machine_ceiling, 2)},
         "ratio": rate / bare_rate,
