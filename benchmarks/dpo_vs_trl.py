@@ -1,10 +1,12 @@
 """The train stage (DPO in a Ray Train worker on DeepSpeed) against TRL's DPOTrainer, on the same
-model, pairs, micro-batch, learning rate, β, epochs and dtype (fp32), with reference log-probs
-computed before training on both sides, one after the other in one process tree.
+model, pairs, micro-batch, learning rate, β, epochs and precision (fp32, or bf16 where the preset's
+train.bf16 says so), with reference log-probs computed before training on both sides, one after
+the other in one process tree.
 
     pip install --no-deps -r benchmarks/requirements.txt   # TRL, pinned beside requirements-cpu.lock
     python benchmarks/dpo_vs_trl.py --out benchmarks/results/dpo_vs_trl.json
-        [--candidates runs/methods_study/shared] [--root runs/dpo_vs_trl] [--trl-default] [--set KEY=VALUE ...]
+        [--candidates runs/methods_study/shared] [--root runs/dpo_vs_trl] [--trl-default]
+        [--preset default] [--set KEY=VALUE ...]
 
 The pairs are the default preset's select stage (RS-DPO over its scored candidates; --candidates
 links the prompts, sample, reference and score stages of a run directory that has them, e.g. the
@@ -44,8 +46,8 @@ UPSTREAM = ("prompts", "sample", "reference", "score")
 GIB = 2**30
 
 
-def config(extra: list[str]):
-    return load_config("default", ["evaluate.enabled=false", *extra])
+def config(preset: str, extra: list[str]):
+    return load_config(preset, ["evaluate.enabled=false", *extra])
 
 
 def stages(*names: str):
@@ -96,7 +98,7 @@ def trl_side(cfg, pairs_dir: Path, out_dir: Path, gradient_checkpointing: bool) 
         lr_scheduler_type="constant_with_warmup", adam_beta1=t.adam_betas[0], adam_beta2=t.adam_betas[1],
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=t.seed, max_length=None,
         precompute_ref_log_probs=True, precompute_ref_batch_size=cfg.reference.resources.batch_size,
-        gradient_checkpointing=gradient_checkpointing, bf16=False, fp16=False, use_cpu=True,
+        gradient_checkpointing=gradient_checkpointing, bf16=t.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
         logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0)
 
     class StepClock(TrainerCallback):
@@ -131,7 +133,8 @@ def trl_side(cfg, pairs_dir: Path, out_dir: Path, gradient_checkpointing: bool) 
 def measured(side: str, args) -> dict:
     """Run one side in a child process, sampling its tree's PSS."""
     out = args.root / f"{side}.json"
-    command = [sys.executable, __file__, "--side", side, "--root", str(args.root), "--set", *args.extra]
+    command = [sys.executable, __file__, "--side", side, "--root", str(args.root), "--preset", args.preset,
+               "--set", *args.extra]
     child = subprocess.Popen(command)
     with PeakMemory(interval=1.0, pid=child.pid) as memory:
         code = child.wait()
@@ -149,10 +152,11 @@ def main() -> int:
     parser.add_argument("--candidates", type=Path, help="a run directory holding the upstream stages to link")
     parser.add_argument("--root", type=Path, default=Path("runs/dpo_vs_trl"))
     parser.add_argument("--trl-default", action="store_true", help="also run TRL with its default settings")
+    parser.add_argument("--preset", default="default")
     parser.add_argument("--set", dest="extra", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--side", choices=["rayalign", "trl", "trl_default"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cfg, run_dir = config(args.extra), args.root / "run"
+    cfg, run_dir = config(args.preset, args.extra), args.root / "run"
     if args.side == "rayalign":
         result = rayalign_side(cfg, run_dir)
     elif args.side:
@@ -174,9 +178,10 @@ def main() -> int:
     machine_ceiling = ceiling(cfg.model.policy, cfg.train.resources.torch_threads)
     sides = {side: measured(side, args) for side in ("rayalign", "trl", "trl_default")[:3 if args.trl_default else 2]}
     result = {
-        "overrides": args.extra, "pairs": read_table(run_dir / "select").num_rows,
+        "preset": args.preset, "overrides": args.extra, "pairs": read_table(run_dir / "select").num_rows,
         "settings": {"micro_batch_size": cfg.train.micro_batch_size, "learning_rate": cfg.train.learning_rate,
-                     "beta": cfg.train.beta, "epochs": cfg.train.epochs, "dtype": "float32",
+                     "beta": cfg.train.beta, "epochs": cfg.train.epochs,
+                     "dtype": "bfloat16" if cfg.train.bf16 else "float32",
                      "model": cfg.model.policy, "torch_threads": cfg.train.resources.torch_threads},
         **sides,
         "ceiling": machine_ceiling,
